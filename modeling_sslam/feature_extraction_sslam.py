@@ -1,0 +1,467 @@
+# Copyright 2026 The sslam project authors.
+# Licensed under the MIT License.
+"""Feature extractor for SSLAM / EAT: 128-bin Kaldi log-mel filter banks, padded and normalised as in the original.
+
+Recipe of the original inference and training code, per clip: mono 16 kHz float waveform in [-1, 1] -> subtract the
+waveform mean -> `torchaudio.compliance.kaldi.fbank(x[None], htk_compat=True, sample_frequency=16000,
+use_energy=False, window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)` -> zero-pad (log-mel domain)
+or truncate to `target_length` frames -> `(x - mean) / (2 * std)`.
+
+Two interchangeable back ends compute the filter bank: torchaudio's Kaldi port (the reference, one clip per call) and
+a vectorised torch re-implementation that stacks the equal-length clips of a batch and needs only torch.
+"""
+
+import functools
+import importlib
+import math
+from collections import defaultdict
+from numbers import Number
+
+import numpy as np
+import torch
+from transformers import BatchFeature, SequenceFeatureExtractor
+from transformers.utils import TensorType, logging
+
+
+logger = logging.get_logger(__name__)
+
+# (mean, std) of the log-mel features used by the original recipes; normalisation is (x - mean) / (2 * std).
+NORMALIZATION_STATS = {
+    "audioset": (-4.268, 4.569),
+    "esc50": (-6.627, 5.359),
+    "speechcommands": (-6.846, 5.565),
+    "spass": (-5.275, 3.268),
+}
+
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+PREEMPHASIS_COEFFICIENT = 0.97
+LOW_FREQUENCY_HZ = 20.0
+LOG_FLOOR = torch.finfo(torch.float32).eps
+FBANK_BACKENDS = ("auto", "torchaudio", "torch")
+# Frames per vectorised fbank call: keeps each intermediate (frames x 512 floats) around 4 MB, cache-sized. Stacking a
+# whole batch of 10 s clips at once was several times slower per clip on a 2-core CPU than chunks of this size.
+MAX_FRAMES_PER_CALL = 2048
+
+_DEFAULT = object()  # sentinel: "use the extractor's own target_length"
+
+
+@functools.cache
+def is_torchaudio_available() -> bool:
+    """Whether `torchaudio.compliance.kaldi` and `torchaudio.functional` can be imported."""
+    try:
+        importlib.import_module("torchaudio.compliance.kaldi")
+        importlib.import_module("torchaudio.functional")
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _require_torchaudio(purpose: str) -> None:
+    if not is_torchaudio_available():
+        raise ImportError(f"{purpose} needs torchaudio, which cannot be imported. Install torchaudio.")
+
+
+def kaldi_mel_filters(num_mel_bins: int, fft_length: int, sampling_rate: int) -> torch.Tensor:
+    """Kaldi triangular mel filters from 20 Hz to Nyquist, as `torchaudio.compliance.kaldi.get_mel_banks` builds them.
+
+    Computed in float32 with the same operation order as Kaldi's torch port, so the two agree bit for bit.
+
+    Returns:
+        `torch.Tensor` of shape `(num_mel_bins, fft_length // 2 + 1)`; the Nyquist column is zero.
+    """
+    low_mel = 1127.0 * math.log(1.0 + LOW_FREQUENCY_HZ / 700.0)
+    high_mel = 1127.0 * math.log(1.0 + 0.5 * sampling_rate / 700.0)
+    mel_step = (high_mel - low_mel) / (num_mel_bins + 1)
+    index = torch.arange(num_mel_bins, dtype=torch.float32)[:, None]
+    left, center, right = (low_mel + (index + offset) * mel_step for offset in (0.0, 1.0, 2.0))
+    fft_frequencies = (sampling_rate / fft_length) * torch.arange(fft_length // 2, dtype=torch.float32)
+    fft_mel = 1127.0 * (1.0 + fft_frequencies / 700.0).log()
+    rising = (fft_mel - left) / (center - left)
+    falling = (right - fft_mel) / (right - center)
+    filters = torch.minimum(rising, falling).clamp_min(0.0)
+    return torch.nn.functional.pad(filters, (0, 1))
+
+
+def kaldi_fbank(
+    waveforms: torch.Tensor, window: torch.Tensor, mel_filters: torch.Tensor, frame_shift: int
+) -> torch.Tensor:
+    """Batched Kaldi log-mel filter bank (snip_edges, no dither, no energy), equal to `kaldi.fbank` per row.
+
+    Args:
+        waveforms: `(batch, num_samples)` float32 clips of equal length, at least `len(window)` samples.
+        window: `(frame_length,)` analysis window (symmetric Hann for the SSLAM recipe).
+        mel_filters: `(num_mel_bins, fft_length // 2 + 1)` filters from [`kaldi_mel_filters`].
+        frame_shift: hop between frames, in samples.
+
+    Returns:
+        `torch.Tensor` of shape `(batch, 1 + (num_samples - frame_length) // frame_shift, num_mel_bins)`.
+    """
+    fft_length = 2 * (mel_filters.shape[-1] - 1)
+    frames = waveforms.unfold(-1, window.shape[0], frame_shift)
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # Kaldi repeats the first sample
+    frames = (frames - PREEMPHASIS_COEFFICIENT * previous) * window
+    power = torch.fft.rfft(frames, n=fft_length).abs().pow(2.0)
+    return torch.matmul(power, mel_filters.T).clamp_min(LOG_FLOOR).log()
+
+
+def torchaudio_fbank(waveform: torch.Tensor, sampling_rate: int, num_mel_bins: int) -> torch.Tensor:
+    """The original recipe's `torchaudio.compliance.kaldi.fbank` call on a `(num_samples,)` clip -> `(frames, bins)`."""
+    from torchaudio.compliance import kaldi
+
+    return kaldi.fbank(
+        waveform[None],
+        htk_compat=True,
+        sample_frequency=sampling_rate,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=num_mel_bins,
+        dither=0.0,
+        frame_shift=FRAME_SHIFT_MS,
+    )
+
+
+def _to_float_tensor(audio, name: str) -> torch.Tensor:
+    """Turn an array, tensor or (nested) list into a float32 CPU tensor, rejecting non-float data."""
+    if isinstance(audio, torch.Tensor):
+        dtype, is_float = audio.dtype, audio.is_floating_point()
+        integer = not (is_float or audio.is_complex() or dtype == torch.bool)
+    else:
+        audio = np.asarray(audio)
+        dtype, is_float, integer = audio.dtype, audio.dtype.kind == "f", audio.dtype.kind in "iu"
+    if integer:
+        raise ValueError(
+            f"{name} has integer dtype {dtype}. Convert it to float audio in [-1, 1] first, "
+            "e.g. `audio.astype(np.float32) / 32768` for 16-bit PCM."
+        )
+    if not is_float:
+        raise ValueError(f"{name} has unsupported dtype {dtype}; expected float audio in [-1, 1].")
+    if isinstance(audio, np.ndarray):  # copy: read-only, strided or big-endian arrays are fine too
+        return torch.from_numpy(np.array(audio, dtype=np.float32))
+    return audio.detach().to(device="cpu", dtype=torch.float32)
+
+
+def _average_channels(audio: torch.Tensor) -> torch.Tensor:
+    """`(channels, samples)` or `(samples, channels)` -> `(samples,)`, averaging over the smaller axis."""
+    return audio.mean(dim=int(audio.shape[1] < audio.shape[0]))
+
+
+class SSLAMFeatureExtractor(SequenceFeatureExtractor):
+    r"""
+    Turns 16 kHz mono waveforms into the normalised 128-bin Kaldi log-mel filter banks that SSLAM / EAT expect.
+
+    Every clip has its waveform mean removed, goes through the Kaldi filter bank (25 ms frames, 10 ms hop), is
+    padded with `padding_value` rows (in the log-mel domain) or truncated to `target_length` frames and normalised as
+    `(x - mean) / (2 * std)`. Padded frames therefore become `(padding_value - mean) / (2 * std)`, not 0, exactly as
+    in the original code.
+
+    Args:
+        feature_size (`int`, *optional*, defaults to 128):
+            Number of mel bins.
+        sampling_rate (`int`, *optional*, defaults to 16000):
+            Sampling rate the model expects, in Hz.
+        padding_value (`float`, *optional*, defaults to 0.0):
+            Log-mel value of padded frames, before normalisation.
+        target_length (`int` or `None`, *optional*, defaults to 1024):
+            Frames per clip (1024 = 10 s). `None` keeps each clip's own frame count rounded up to a multiple of
+            `patch_size` and pads a batch to its longest clip.
+        mean (`float`, *optional*, defaults to -4.268):
+            Normalisation mean (AudioSet); see `NORMALIZATION_STATS` and [`~SSLAMFeatureExtractor.from_dataset_stats`].
+        std (`float`, *optional*, defaults to 4.569):
+            Normalisation standard deviation; features are divided by `2 * std`.
+        do_normalize (`bool`, *optional*, defaults to `True`):
+            Whether to normalise the filter banks.
+        patch_size (`int`, *optional*, defaults to 16):
+            Patch height of the model; clips must yield at least this many frames.
+        return_attention_mask (`bool`, *optional*, defaults to `False`):
+            Default for `__call__` when `target_length` is an int (the original model sees padding unmasked).
+        fbank_backend (`str`, *optional*, defaults to `"auto"`):
+            `"torchaudio"` (reference implementation, one clip at a time), `"torch"` (vectorised re-implementation,
+            batches equal-length clips) or `"auto"` (torchaudio when it can be imported, else torch).
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> extractor = SSLAMFeatureExtractor()
+    >>> audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 10).astype(np.float32)
+    >>> extractor(audio, sampling_rate=16000, return_tensors="pt")["input_values"].shape
+    torch.Size([1, 1024, 128])
+    ```
+    """
+
+    model_input_names = ["input_values", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 128,
+        sampling_rate: int = 16000,
+        padding_value: float = 0.0,
+        target_length: int | None = 1024,
+        mean: float = -4.268,
+        std: float = 4.569,
+        do_normalize: bool = True,
+        patch_size: int = 16,
+        return_attention_mask: bool = False,
+        fbank_backend: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        if fbank_backend not in FBANK_BACKENDS:
+            raise ValueError(f"fbank_backend must be one of {FBANK_BACKENDS}, got {fbank_backend!r}.")
+        if fbank_backend == "torchaudio":
+            _require_torchaudio('fbank_backend="torchaudio"')
+        _check_target_length(target_length)
+        if std <= 0:
+            raise ValueError(f"std must be positive, got {std}.")
+        self.target_length = target_length
+        self.mean = mean
+        self.std = std
+        self.do_normalize = do_normalize
+        self.patch_size = patch_size
+        self.fbank_backend = fbank_backend
+        # Cached arrays under the names that `to_dict` leaves out of preprocessor_config.json.
+        self.window = torch.hann_window(self.frame_length, periodic=False, dtype=torch.float32)
+        self.mel_filters = kaldi_mel_filters(feature_size, self.fft_length, sampling_rate)
+
+    @classmethod
+    def from_dataset_stats(cls, dataset: str, **kwargs) -> "SSLAMFeatureExtractor":
+        """Extractor normalised with the statistics of one of `NORMALIZATION_STATS` (e.g. `"esc50"`)."""
+        if dataset not in NORMALIZATION_STATS:
+            raise ValueError(f"Unknown dataset {dataset!r}; known: {sorted(NORMALIZATION_STATS)}.")
+        mean, std = NORMALIZATION_STATS[dataset]
+        return cls(mean=mean, std=std, **kwargs)
+
+    @property
+    def frame_length(self) -> int:
+        """Analysis window length in samples (25 ms)."""
+        return int(self.sampling_rate * FRAME_LENGTH_MS / 1000)
+
+    @property
+    def frame_shift(self) -> int:
+        """Hop between frames in samples (10 ms)."""
+        return int(self.sampling_rate * FRAME_SHIFT_MS / 1000)
+
+    @property
+    def fft_length(self) -> int:
+        """FFT size: the window length rounded up to a power of two."""
+        return 1 << (self.frame_length - 1).bit_length()
+
+    @property
+    def min_num_samples(self) -> int:
+        """Fewest samples that yield `patch_size` frames."""
+        return self.frame_length + self.frame_shift * (self.patch_size - 1)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Filter-bank frames Kaldi computes from `num_samples` samples (snip_edges: whole windows only)."""
+        return 1 + (num_samples - self.frame_length) // self.frame_shift
+
+    def __call__(
+        self,
+        raw_speech,
+        sampling_rate: int | None = None,
+        target_length=_DEFAULT,
+        return_tensors: str | TensorType | None = None,
+        return_attention_mask: bool | None = None,
+        resample: bool = False,
+        average_channels: bool = False,
+        add_channel_dim: bool = False,
+    ) -> BatchFeature:
+        """
+        Compute model inputs for one clip or a batch.
+
+        Args:
+            raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]` or a list of those):
+                Float audio in [-1, 1]. A 1-D array or a list of numbers is one clip; a list of arrays is a batch; a
+                2-D array is a batch of equal-length clips, except that one with a dimension of size 2 is ambiguous
+                and is read as a stereo clip only when `average_channels=True`. Inside a list, a 2-D clip is
+                multi-channel audio (`(channels, samples)` or `(samples, channels)`).
+            sampling_rate (`int`, *optional*):
+                Rate of `raw_speech`; strongly recommended, it is checked against `self.sampling_rate`.
+            target_length (`int` or `None`, *optional*):
+                Overrides `self.target_length` (see the class docstring).
+            return_tensors (`str` or [`~utils.TensorType`], *optional*):
+                `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
+            return_attention_mask (`bool`, *optional*):
+                Whether to return the `(batch, frames)` int32 frame mask (1 = computed from audio, 0 = padding).
+                Defaults to `True` when the target length is `None`, else to `self.return_attention_mask`.
+            resample (`bool`, *optional*, defaults to `False`):
+                Resample audio at another rate with `torchaudio.functional.resample` instead of raising.
+            average_channels (`bool`, *optional*, defaults to `False`):
+                Average multi-channel clips to mono instead of raising.
+            add_channel_dim (`bool`, *optional*, defaults to `False`):
+                Return `input_values` as `(batch, 1, frames, mel_bins)` (the original layout).
+
+        Returns:
+            [`BatchFeature`] with `input_values` of shape `(batch, frames, mel_bins)` (float32) and, if requested,
+            `attention_mask` of shape `(batch, frames)` (int32).
+        """
+        target_length = self.target_length if target_length is _DEFAULT else target_length
+        _check_target_length(target_length)
+        if return_attention_mask is None:
+            return_attention_mask = target_length is None or self.return_attention_mask
+        needs_resampling = self._check_sampling_rate(sampling_rate, resample)
+
+        clips = self._split_clips(raw_speech, average_channels)
+        clips = [
+            self._prepare_clip(clip, index, len(clips), sampling_rate if needs_resampling else None)
+            for index, clip in enumerate(clips)
+        ]
+        fbanks = self._compute_fbanks(clips)
+        input_values, attention_mask = self._pad_and_stack(fbanks, target_length)
+        if self.do_normalize:
+            input_values = (input_values - self.mean) / (self.std * 2)
+        if add_channel_dim:
+            input_values = input_values[:, None]
+
+        data = {"input_values": input_values}
+        if return_attention_mask:
+            data["attention_mask"] = attention_mask
+        if return_tensors is None or TensorType(return_tensors) != TensorType.PYTORCH:
+            data = {key: value.numpy() for key, value in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _check_sampling_rate(self, sampling_rate: int | None, resample: bool) -> bool:
+        """Validate `sampling_rate`; return whether the audio must be resampled."""
+        if sampling_rate is None:
+            logger.warning(
+                f"No `sampling_rate` was passed to {self.__class__.__name__}; assuming {self.sampling_rate} Hz. "
+                "Pass `sampling_rate` to catch silent errors from audio at another rate."
+            )
+            return False
+        if sampling_rate == self.sampling_rate:
+            return False
+        if not resample:
+            raise ValueError(
+                f"The audio has a sampling rate of {sampling_rate} Hz but {self.__class__.__name__} expects "
+                f"{self.sampling_rate} Hz. Resample it first, or pass `resample=True` to resample it here."
+            )
+        if sampling_rate <= 0 or sampling_rate != int(sampling_rate):
+            raise ValueError(f"sampling_rate must be a positive integer to resample, got {sampling_rate}.")
+        _require_torchaudio("resample=True")
+        return True
+
+    def _split_clips(self, raw_speech, average_channels: bool) -> list[torch.Tensor]:
+        """Split the accepted input layouts into a list of mono float32 clips."""
+        if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+            audio = _to_float_tensor(raw_speech, "The audio")
+            if audio.ndim == 1:
+                return [audio]
+            if audio.ndim == 2 and 2 in audio.shape:
+                if not average_channels:
+                    raise ValueError(
+                        f"A 2-D input of shape {tuple(audio.shape)} is ambiguous: one stereo clip or a batch of "
+                        "mono clips. Pass `average_channels=True` to read it as one stereo clip averaged to mono, "
+                        "or pass a batch as a list of 1-D arrays."
+                    )
+                return [_average_channels(audio)]
+            if audio.ndim == 2:
+                return list(audio)
+            raise ValueError(
+                f"Expected a 1-D clip or a 2-D batch, got an input of shape {tuple(audio.shape)} "
+                f"({audio.ndim} dims)."
+            )
+        if not isinstance(raw_speech, (list, tuple)):
+            raise TypeError(f"Expected audio as an array, a tensor or a list, got {type(raw_speech).__name__}.")
+        if len(raw_speech) == 0:
+            raise ValueError("The audio is empty: got an empty list.")
+        if isinstance(raw_speech[0], (Number, np.generic)):
+            return [_to_float_tensor(raw_speech, "The audio")]
+        return [self._to_mono(clip, f"Clip {index}", average_channels) for index, clip in enumerate(raw_speech)]
+
+    @staticmethod
+    def _to_mono(clip, name: str, average_channels: bool) -> torch.Tensor:
+        """One batch element -> `(samples,)`; multi-channel clips are averaged only when allowed."""
+        audio = _to_float_tensor(clip, name)
+        if audio.ndim == 1:
+            return audio
+        if audio.ndim == 2 and average_channels:
+            return _average_channels(audio)
+        if audio.ndim == 2:
+            raise ValueError(
+                f"{name} has shape {tuple(audio.shape)}: multi-channel audio. SSLAM expects mono; pass "
+                "`average_channels=True` to average the channels."
+            )
+        raise ValueError(f"{name} has shape {tuple(audio.shape)}; expected 1-D mono audio.")
+
+    def _prepare_clip(
+        self, audio: torch.Tensor, index: int, batch_size: int, resample_from: int | None
+    ) -> torch.Tensor:
+        """Validate a `(samples,)` clip, resample it if asked, and remove its mean."""
+        name = "The audio" if batch_size == 1 else f"Clip {index}"
+        if audio.numel() == 0:
+            raise ValueError(f"{name} is empty.")
+        if not torch.isfinite(audio).all():
+            raise ValueError(f"{name} contains NaN or infinite values.")
+        if resample_from is not None:
+            import torchaudio.functional
+
+            audio = torchaudio.functional.resample(audio, orig_freq=int(resample_from), new_freq=self.sampling_rate)
+        if audio.shape[0] < self.min_num_samples:
+            raise ValueError(
+                f"{name} is too short: {audio.shape[0]} samples at {self.sampling_rate} Hz, but at least "
+                f"{self.min_num_samples} samples are needed for one patch of {self.patch_size} frames."
+            )
+        return audio - audio.mean()
+
+    def _resolved_backend(self) -> str:
+        if self.fbank_backend == "auto":
+            return "torchaudio" if is_torchaudio_available() else "torch"
+        return self.fbank_backend
+
+    def _compute_fbanks(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Log-mel filter banks `(frames_i, mel_bins)` of mean-removed clips; torch stacks equal lengths."""
+        if self._resolved_backend() == "torchaudio":
+            return [torchaudio_fbank(clip, self.sampling_rate, self.feature_size) for clip in clips]
+        fbanks = [None] * len(clips)
+        for chunk in self._equal_length_chunks(clips):
+            batch = torch.stack([clips[index] for index in chunk])
+            for index, fbank in zip(chunk, kaldi_fbank(batch, self.window, self.mel_filters, self.frame_shift)):
+                fbanks[index] = fbank
+        return fbanks
+
+    def _equal_length_chunks(self, clips: list[torch.Tensor]) -> list[list[int]]:
+        """Indices of equal-length clips, in chunks of at most `MAX_FRAMES_PER_CALL` frames (at least one clip)."""
+        groups = defaultdict(list)
+        for index, clip in enumerate(clips):
+            groups[clip.shape[0]].append(index)
+        chunks = []
+        for num_samples, indices in groups.items():
+            size = max(1, MAX_FRAMES_PER_CALL // self.num_frames(num_samples))
+            chunks += [indices[start : start + size] for start in range(0, len(indices), size)]
+        return chunks
+
+    def _pad_and_stack(
+        self, fbanks: list[torch.Tensor], target_length: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad with `padding_value` / truncate to a common length.
+
+        Returns:
+            features `(batch, frames, mel_bins)` and the int32 frame mask `(batch, frames)`.
+        """
+        if target_length is None:
+            target_length = max(math.ceil(fbank.shape[0] / self.patch_size) * self.patch_size for fbank in fbanks)
+        features = torch.full((len(fbanks), target_length, self.feature_size), float(self.padding_value))
+        attention_mask = torch.zeros((len(fbanks), target_length), dtype=torch.int32)
+        for row, fbank in enumerate(fbanks):
+            num_frames = min(fbank.shape[0], target_length)
+            features[row, :num_frames] = fbank[:num_frames]
+            attention_mask[row, :num_frames] = 1
+        return features, attention_mask
+
+
+def _check_target_length(target_length) -> None:
+    if target_length is not None and (
+        isinstance(target_length, bool) or not isinstance(target_length, int) or target_length <= 0
+    ):
+        raise ValueError(f"target_length must be a positive int or None, got {target_length!r}.")
+
+
+__all__ = ["NORMALIZATION_STATS", "SSLAMFeatureExtractor", "kaldi_fbank", "kaldi_mel_filters"]

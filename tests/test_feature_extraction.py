@@ -1,0 +1,439 @@
+"""Tests for SSLAMFeatureExtractor and load_audio, checked against the fbank fixtures of the original code."""
+
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers.testing_utils import CaptureLogger
+
+from modeling_sslam import audio_io, feature_extraction_sslam
+from modeling_sslam.audio_io import load_audio
+from modeling_sslam.feature_extraction_sslam import (
+    NORMALIZATION_STATS,
+    SSLAMFeatureExtractor,
+    is_torchaudio_available,
+)
+
+
+requires_torchaudio = pytest.mark.skipif(not is_torchaudio_available(), reason="needs torchaudio (the reference)")
+
+SAMPLING_RATE = 16000
+BACKENDS = [pytest.param("torchaudio", marks=requires_torchaudio), "torch"]
+FBANK_TOLERANCE = 1e-6  # SPEC "Corrections": fbank parity supported by the fixtures
+BACKEND_TOLERANCE = 1e-5  # torch re-implementation vs torchaudio, normalised features
+# The 32 kHz `ref` clip goes through torchaudio's resample (a conv1d). Single-threaded CPU torch sums that conv in
+# another order than the multi-threaded run that made the fixture: ~1 ulp in the waveform, up to ~4e-6 after the log
+# in the lowest mel bin of quiet frames. With 2+ threads the match is exact on the development machine.
+RESAMPLED_TOLERANCE = 1e-5
+
+
+def read_fixture_clip(fixtures_dir, name):
+    """Waveform as the original scripts read it (float64 from soundfile) and its sampling rate."""
+    return soundfile.read(fixtures_dir / "audio" / f"input_{name}.wav")
+
+
+def expected_fbank(fixtures_dir, name):
+    return np.load(fixtures_dir / "inputs" / f"fbank_{name}.npy")
+
+
+def noise(num_samples, seed=0, amplitude=0.5):
+    return np.random.default_rng(seed).uniform(-amplitude, amplitude, num_samples).astype(np.float32)
+
+
+def padded_frame_value(extractor):
+    return (extractor.padding_value - extractor.mean) / (2 * extractor.std)
+
+
+def num_frames(extractor, num_samples):
+    return 1 + (num_samples - extractor.frame_length) // extractor.frame_shift
+
+
+# --- parity with the original recipe ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name, own_length",
+    [
+        pytest.param("a", False, id="a"),
+        pytest.param("b", False, id="b-fixed"),
+        pytest.param("b", True, id="b-own-length"),
+        pytest.param("ref", False, id="ref-32kHz", marks=requires_torchaudio),  # resampled with torchaudio
+    ],
+)
+def test_matches_fixture_fbank(fixtures_dir, name, own_length, backend):
+    waveform, rate = read_fixture_clip(fixtures_dir, name)
+    expected = expected_fbank(fixtures_dir, name)
+    extractor = SSLAMFeatureExtractor(fbank_backend=backend)
+    target_length = None if own_length else expected.shape[0]
+
+    output = extractor(waveform, sampling_rate=rate, resample=True, target_length=target_length)
+
+    assert output["input_values"].shape == (1, *expected.shape)
+    assert output["input_values"].dtype == np.float32
+    tolerance = RESAMPLED_TOLERANCE if rate != SAMPLING_RATE else FBANK_TOLERANCE
+    tolerance = max(tolerance, BACKEND_TOLERANCE if backend == "torch" else 0.0)
+    np.testing.assert_allclose(output["input_values"][0], expected, rtol=0, atol=tolerance)
+
+
+@requires_torchaudio
+def test_torch_backend_matches_torchaudio(fixtures_dir):
+    rng = np.random.default_rng(1)
+    quiet_tone = 1e-4 * np.sin(np.arange(16000) * 0.3).astype(np.float32)
+    clips = [read_fixture_clip(fixtures_dir, name)[0] for name in ("a", "b")]
+    clips += [noise(length, seed) for seed, length in enumerate((2800, 16123, 16123, 33333))]
+    clips += [quiet_tone, np.zeros(8000, np.float32), rng.normal(0, 0.1, 24000).clip(-1, 1)]
+    kwargs = dict(sampling_rate=SAMPLING_RATE, target_length=None, return_tensors="pt")
+
+    reference = SSLAMFeatureExtractor(fbank_backend="torchaudio")(clips, **kwargs)
+    vectorised = SSLAMFeatureExtractor(fbank_backend="torch")(clips, **kwargs)
+
+    torch.testing.assert_close(vectorised["attention_mask"], reference["attention_mask"], rtol=0, atol=0)
+    torch.testing.assert_close(vectorised["input_values"], reference["input_values"], rtol=0, atol=BACKEND_TOLERANCE)
+
+
+def test_padding_is_applied_before_normalisation(fixtures_dir):
+    waveform, rate = read_fixture_clip(fixtures_dir, "a")
+    extractor = SSLAMFeatureExtractor()
+    expected = expected_fbank(fixtures_dir, "a")
+
+    features = extractor(waveform, sampling_rate=rate, return_attention_mask=True)
+    real_frames = features["attention_mask"][0].sum()
+
+    assert real_frames < expected.shape[0]
+    np.testing.assert_allclose(features["input_values"][0, real_frames:], padded_frame_value(extractor), rtol=1e-6)
+    np.testing.assert_allclose(expected[real_frames:], padded_frame_value(extractor), rtol=1e-6)
+
+
+# --- batching, masks, layouts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target_length", [None, 1024])
+def test_batch_equals_single_calls(backend, target_length):
+    clips = [noise(16000, 0), noise(8000 + 37, 1), noise(16000, 2), noise(36000, 3)]
+    extractor = SSLAMFeatureExtractor(fbank_backend=backend, target_length=target_length)
+
+    batch = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
+
+    for row, clip in zip(batch, clips):
+        single = extractor(clip, sampling_rate=SAMPLING_RATE)["input_values"][0]
+        np.testing.assert_allclose(row[: len(single)], single, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(row[len(single) :], padded_frame_value(extractor), rtol=1e-6)
+    if target_length is None:
+        longest = max(num_frames(extractor, len(clip)) for clip in clips)
+        assert batch.shape[1] == -(-longest // extractor.patch_size) * extractor.patch_size
+    else:
+        assert batch.shape[1] == target_length
+
+
+def test_chunked_torch_batches_match_one_call(monkeypatch):
+    clips = [noise(16000, seed) for seed in range(5)] + [noise(12000, 5)]
+    extractor = SSLAMFeatureExtractor(fbank_backend="torch")
+    one_call = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
+
+    frames_per_clip = num_frames(extractor, 16000)
+    monkeypatch.setattr(feature_extraction_sslam, "MAX_FRAMES_PER_CALL", 2 * frames_per_clip)
+    chunked = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
+
+    np.testing.assert_allclose(chunked, one_call, rtol=0, atol=1e-6)
+
+
+def test_two_dimensional_array_is_a_batch():
+    clips = np.stack([noise(16000, 0), noise(16000, 1), noise(16000, 2)])
+    extractor = SSLAMFeatureExtractor(target_length=None)
+
+    batch = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
+    as_list = extractor(list(clips), sampling_rate=SAMPLING_RATE)["input_values"]
+
+    np.testing.assert_array_equal(batch, as_list)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attention_mask_marks_frames_computed_from_audio(backend):
+    lengths = (5000, 16000, 3000)
+    clips = [noise(length, seed) for seed, length in enumerate(lengths)]
+    extractor = SSLAMFeatureExtractor(fbank_backend=backend)
+
+    own_length = extractor(clips, sampling_rate=SAMPLING_RATE, target_length=None)
+    truncated = extractor(clips, sampling_rate=SAMPLING_RATE, target_length=32, return_attention_mask=True)
+
+    mask = own_length["attention_mask"]
+    assert mask.dtype == np.int32
+    assert mask.shape == own_length["input_values"].shape[:2]
+    for row, length in zip(mask, lengths):
+        real = num_frames(extractor, length)
+        assert row[:real].all() and not row[real:].any()
+    expected_truncated = [min(num_frames(extractor, length), 32) for length in lengths]
+    assert truncated["attention_mask"].sum(axis=1).tolist() == expected_truncated
+
+
+def test_attention_mask_defaults():
+    clip = noise(16000)
+    extractor = SSLAMFeatureExtractor()
+
+    assert "attention_mask" not in extractor(clip, sampling_rate=SAMPLING_RATE)
+    assert "attention_mask" in extractor(clip, sampling_rate=SAMPLING_RATE, return_attention_mask=True)
+    assert "attention_mask" in extractor(clip, sampling_rate=SAMPLING_RATE, target_length=None)
+    explicitly_unmasked = extractor(clip, sampling_rate=SAMPLING_RATE, target_length=None, return_attention_mask=False)
+    assert "attention_mask" not in explicitly_unmasked
+    masked_by_default = SSLAMFeatureExtractor(return_attention_mask=True)
+    assert "attention_mask" in masked_by_default(clip, sampling_rate=SAMPLING_RATE)
+
+
+def test_minimum_length_gives_one_patch():
+    extractor = SSLAMFeatureExtractor(target_length=None)
+
+    output = extractor(noise(extractor.min_num_samples), sampling_rate=SAMPLING_RATE)
+
+    assert output["input_values"].shape[1] == extractor.patch_size
+    assert output["attention_mask"].all()
+
+
+def test_channel_dim_and_tensor_types():
+    clips = [noise(16000, 0), noise(12000, 1)]
+    extractor = SSLAMFeatureExtractor(target_length=None)
+
+    flat = extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+    with_channel = extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt", add_channel_dim=True)
+    as_numpy = extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="np", add_channel_dim=True)
+
+    batch, frames, bins = flat["input_values"].shape
+    assert (batch, bins) == (len(clips), extractor.feature_size)
+    assert with_channel["input_values"].shape == (batch, 1, frames, bins)
+    assert with_channel["input_values"].dtype == torch.float32
+    assert with_channel["attention_mask"].dtype == torch.int32
+    torch.testing.assert_close(with_channel["input_values"][:, 0], flat["input_values"], rtol=0, atol=0)
+    assert isinstance(as_numpy["input_values"], np.ndarray)
+    np.testing.assert_array_equal(as_numpy["input_values"], with_channel["input_values"].numpy())
+
+
+def test_input_types_agree():
+    clip = np.random.default_rng(0).uniform(-0.5, 0.5, 16000)  # float64
+    extractor = SSLAMFeatureExtractor(target_length=None)
+    reference = extractor(clip.astype(np.float32), sampling_rate=SAMPLING_RATE)["input_values"]
+
+    read_only = clip.copy()
+    read_only.flags.writeable = False
+    variants = (clip, clip.astype(">f8"), read_only, torch.from_numpy(clip), torch.from_numpy(clip).float())
+    for variant in (*variants, clip.tolist(), [clip]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            output = extractor(variant, sampling_rate=SAMPLING_RATE)["input_values"]
+        np.testing.assert_array_equal(output, reference)
+
+
+def test_integer_settings_give_float_features():
+    clip = noise(5000)
+    with_ints = SSLAMFeatureExtractor(padding_value=0, mean=-4, std=5, target_length=None)
+    with_floats = SSLAMFeatureExtractor(padding_value=0.0, mean=-4.0, std=5.0, target_length=None)
+
+    output = with_ints(clip, sampling_rate=SAMPLING_RATE)["input_values"]
+
+    assert output.dtype == np.float32
+    np.testing.assert_array_equal(output, with_floats(clip, sampling_rate=SAMPLING_RATE)["input_values"])
+
+
+@pytest.mark.parametrize("layout", ["list-channels-first", "list-channels-last", "top-level-stereo"])
+def test_average_channels(layout):
+    left, right = noise(16000, 0), noise(16000, 1)
+    stereo = np.stack([left, right])
+    audio = {
+        "list-channels-first": [stereo],
+        "list-channels-last": [stereo.T],
+        "top-level-stereo": stereo,
+    }[layout]
+    extractor = SSLAMFeatureExtractor(target_length=None)
+
+    output = extractor(audio, sampling_rate=SAMPLING_RATE, average_channels=True)["input_values"]
+    mono = extractor((left + right) / 2, sampling_rate=SAMPLING_RATE)["input_values"]
+
+    np.testing.assert_allclose(output, mono, rtol=0, atol=1e-6)
+
+
+# --- serialisation ---------------------------------------------------------------------------------------------
+
+
+def test_dataset_stats():
+    for name, (mean, std) in NORMALIZATION_STATS.items():
+        extractor = SSLAMFeatureExtractor.from_dataset_stats(name, target_length=None)
+        assert (extractor.mean, extractor.std, extractor.target_length) == (mean, std, None)
+    with pytest.raises(ValueError, match="Unknown dataset 'nope'.*esc50"):
+        SSLAMFeatureExtractor.from_dataset_stats("nope")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"dataset": "esc50", "target_length": None, "fbank_backend": "torch", "return_attention_mask": True}],
+    ids=["default", "esc50-own-length"],
+)
+def test_save_and_load_round_trip(tmp_path, kwargs):
+    kwargs = dict(kwargs)
+    dataset = kwargs.pop("dataset", None)
+    extractor = (
+        SSLAMFeatureExtractor.from_dataset_stats(dataset, **kwargs) if dataset else SSLAMFeatureExtractor(**kwargs)
+    )
+    clips = [noise(16000, 0), noise(5000, 1)]
+
+    extractor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    loaded = SSLAMFeatureExtractor.from_pretrained(tmp_path)
+
+    assert "mel_filters" not in saved and "window" not in saved
+    assert saved["feature_extractor_type"] == "SSLAMFeatureExtractor"
+    assert loaded.to_dict() == extractor.to_dict()
+    expected = extractor(clips, sampling_rate=SAMPLING_RATE, return_attention_mask=True)
+    actual = loaded(clips, sampling_rate=SAMPLING_RATE, return_attention_mask=True)
+    for key in ("input_values", "attention_mask"):
+        np.testing.assert_array_equal(actual[key], expected[key])
+
+
+# --- input validation ------------------------------------------------------------------------------------------
+
+_CLIP = noise(16000)
+_NAN_CLIP = _CLIP.copy()
+_NAN_CLIP[100] = np.nan
+_INF_CLIP = _CLIP.copy()
+_INF_CLIP[5] = -np.inf
+_STEREO = np.stack([_CLIP, _CLIP])
+
+
+@pytest.mark.parametrize(
+    "audio, kwargs, match",
+    [
+        (_CLIP, {"sampling_rate": 8000}, r"8000 Hz.*16000 Hz.*resample=True"),
+        ((_CLIP * 32767).astype(np.int16), {}, r"integer dtype int16.*\[-1, 1\].*32768"),
+        ([(_CLIP * 32767).astype(np.int32)], {}, r"Clip 0 has integer dtype int32"),
+        (torch.zeros(16000, dtype=torch.int16), {}, r"integer dtype torch.int16"),
+        (_NAN_CLIP, {}, "NaN"),
+        ([_CLIP, _INF_CLIP], {}, "Clip 1 contains NaN or infinite"),
+        (np.zeros(0, np.float32), {}, "empty"),
+        ([], {}, "empty"),
+        ([_CLIP, np.zeros(0, np.float32)], {}, "Clip 1 is empty"),
+        (_CLIP[:2799], {}, r"too short: 2799 samples.*at least 2800 samples"),
+        ([_STEREO], {}, r"shape \(2, 16000\).*multi-channel.*average_channels=True"),
+        ([_STEREO.T], {}, r"shape \(16000, 2\).*average_channels=True"),
+        (_STEREO, {}, r"shape \(2, 16000\) is ambiguous.*average_channels=True"),
+        (_STEREO.T, {}, r"shape \(16000, 2\) is ambiguous"),
+        (np.zeros((2, 3, 16000), np.float32), {}, r"shape \(2, 3, 16000\) \(3 dims\)"),
+        ([np.zeros((2, 3, 16000), np.float32)], {}, r"shape \(2, 3, 16000\); expected 1-D"),
+        (_CLIP > 0, {}, "unsupported dtype bool"),
+        (_CLIP.astype(np.complex64), {}, "unsupported dtype complex64"),
+        (np.array([_CLIP, _CLIP[:5000]], dtype=object), {}, "unsupported dtype object"),
+        (_CLIP, {"target_length": 0}, "target_length must be a positive int or None"),
+        (_CLIP, {"target_length": 10.5}, "target_length must be a positive int or None"),
+    ],
+    ids=[
+        "wrong-rate", "int16", "int32-in-list", "torch-int16", "nan", "inf-in-batch", "empty-array", "empty-list",
+        "empty-in-batch", "too-short", "stereo-in-list", "stereo-last-in-list", "ambiguous-2d", "ambiguous-2d-t",
+        "3d", "3d-in-list", "bool", "complex", "object", "zero-target", "float-target",
+    ],
+)  # fmt: skip
+def test_invalid_input_raises(audio, kwargs, match):
+    extractor = SSLAMFeatureExtractor()
+    kwargs = {"sampling_rate": SAMPLING_RATE, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        extractor(audio, **kwargs)
+
+
+def test_invalid_constructor_arguments():
+    with pytest.raises(ValueError, match="fbank_backend must be one of"):
+        SSLAMFeatureExtractor(fbank_backend="librosa")
+    with pytest.raises(ValueError, match="target_length"):
+        SSLAMFeatureExtractor(target_length=-1)
+    with pytest.raises(ValueError, match="std must be positive"):
+        SSLAMFeatureExtractor(std=0.0)
+
+
+def test_works_without_torchaudio(monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise AssertionError("torchaudio must not be used")
+
+    monkeypatch.setattr(feature_extraction_sslam, "is_torchaudio_available", lambda: False)
+    monkeypatch.setattr(feature_extraction_sslam, "torchaudio_fbank", unavailable)
+    extractor = SSLAMFeatureExtractor()
+
+    output = extractor([_CLIP, _CLIP[:5000]], sampling_rate=SAMPLING_RATE)
+
+    assert output["input_values"].shape == (2, extractor.target_length, extractor.feature_size)
+    with pytest.raises(ImportError, match="torchaudio"):
+        SSLAMFeatureExtractor(fbank_backend="torchaudio")
+    with pytest.raises(ImportError, match="resample=True needs torchaudio"):
+        extractor(_CLIP, sampling_rate=2 * SAMPLING_RATE, resample=True)
+
+
+def test_missing_sampling_rate_warns():
+    extractor = SSLAMFeatureExtractor()
+    with CaptureLogger(feature_extraction_sslam.logger) as captured:
+        extractor(_CLIP)
+    assert "sampling_rate" in captured.out
+    with CaptureLogger(feature_extraction_sslam.logger) as captured:
+        extractor(_CLIP, sampling_rate=SAMPLING_RATE)
+    assert captured.out == ""
+
+
+# --- audio_io --------------------------------------------------------------------------------------------------
+
+
+def test_load_audio_matches_original_reading(fixtures_dir):
+    waveform, _ = read_fixture_clip(fixtures_dir, "a")
+
+    loaded = load_audio(fixtures_dir / "audio" / "input_a.wav")
+
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, waveform.astype(np.float32))
+
+
+@requires_torchaudio
+def test_load_audio_resamples_like_the_original(fixtures_dir):
+    expected = expected_fbank(fixtures_dir, "ref")
+    extractor = SSLAMFeatureExtractor()
+
+    waveform = load_audio(fixtures_dir / "audio" / "input_ref.wav", target_sampling_rate=SAMPLING_RATE)
+    features = extractor(waveform, sampling_rate=SAMPLING_RATE, target_length=expected.shape[0])
+
+    np.testing.assert_allclose(features["input_values"][0], expected, rtol=0, atol=RESAMPLED_TOLERANCE)
+
+
+def test_load_audio_averages_channels(tmp_path):
+    left, right = noise(8000, 0), noise(8000, 1)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, np.stack([left, right], axis=1), SAMPLING_RATE, subtype="PCM_24")
+    decoded = soundfile.read(path, dtype="float64")[0]
+
+    mono = load_audio(path)
+
+    np.testing.assert_array_equal(mono, decoded.mean(axis=1).astype(np.float32))
+    with pytest.raises(ValueError, match=r"stereo\.flac has 2 channels.*average_channels=True"):
+        load_audio(path, average_channels=False)
+
+
+def test_load_audio_falls_back_to_torchcodec(tmp_path, monkeypatch):
+    path = tmp_path / "clip.m4a"
+    path.write_bytes(b"\0" * 64)
+    samples = np.stack([noise(8000, 0), noise(8000, 1)], axis=1).astype(np.float64)
+    monkeypatch.setattr(audio_io, "_decode_with_torchcodec", lambda _: (samples, SAMPLING_RATE))
+
+    np.testing.assert_array_equal(load_audio(path), samples.mean(axis=1).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\0" * 4096, b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00"],
+    ids=["zero-bytes", "truncated-wav-header"],
+)  # not random bytes: FFmpeg (the torchcodec fallback) may find MPEG frames in noise
+def test_load_audio_reports_corrupt_files(tmp_path, content):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(content)
+    with pytest.raises(ValueError, match=f"Could not decode audio file {re.escape(str(corrupt))}"):
+        load_audio(corrupt)
+
+
+def test_load_audio_reports_missing_files(tmp_path):
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_audio(missing)
