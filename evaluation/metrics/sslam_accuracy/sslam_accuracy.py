@@ -1,0 +1,52 @@
+"""Local ``evaluate`` metric: accuracy of predicted class ids, as reported for ESC-50 and Speech Commands.
+
+Load offline with ``evaluate.load("<abs path>/evaluation/metrics/sslam_accuracy")`` or
+``evaluation.metrics.load_metric("sslam_accuracy")``. The ``evaluation`` package must be importable.
+"""
+
+import datasets
+import evaluate
+
+from evaluation.metrics import accuracy
+
+_DESCRIPTION = "Fraction of examples whose predicted class id equals the reference class id (in [0, 1])."
+
+_INPUTS_DESCRIPTION = """
+Args:
+    predictions (list of int): predicted class ids (argmax of the logits), shape (N,).
+    references (list of int): reference class ids, shape (N,).
+Returns:
+    accuracy (float): fraction of correct predictions, in [0, 1].
+Example:
+    >>> metric = evaluate.load("evaluation/metrics/sslam_accuracy")
+    >>> metric.compute(predictions=[0, 1, 2], references=[0, 1, 1])
+    {'accuracy': 0.6666666666666666}
+"""
+
+_CITATION = """\
+@inproceedings{alex2025sslam,
+  title = {{SSLAM}: Enhancing Self-Supervised Models with Audio Mixtures for Polyphonic Soundscapes},
+  author = {Alex, Tony and Atito, Sara and Mustafa, Armin and Awais, Muhammad and Jackson, Philip J. B.},
+  booktitle = {The Thirteenth International Conference on Learning Representations (ICLR)},
+  url = {https://openreview.net/forum?id=odU59TxdiB},
+  year = {2025}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS_DESCRIPTION)
+class SslamAccuracy(evaluate.Metric):
+    """Single-label accuracy over class ids."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_INPUTS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        return {"accuracy": accuracy(predictions, references)}
