@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from evaluation.datasets_io import SAMPLING_RATE, label_targets, load_waveform
 from evaluation.metrics import accuracy, multilabel_metrics
+from modeling_sslam.embedding import extract_embeddings as embed
 
 Pooling = Literal["cls", "mean"]
 AudioData = Union[Dataset, tuple[Sequence[np.ndarray], np.ndarray]]
@@ -116,7 +117,6 @@ def compute_features(
     return cache.get_or_compute(key, compute)
 
 
-@torch.no_grad()
 def extract_embeddings(
     model: torch.nn.Module,
     data: AudioData,
@@ -125,10 +125,7 @@ def extract_embeddings(
     pooling: Pooling = "cls",
     batch_size: int = 16,
 ) -> np.ndarray:
-    """Pooled last-layer embeddings of a frozen encoder.
-
-    The feature extractor's ``attention_mask`` (when it returns one) is passed to the model and restricts mean
-    pooling to real patch rows.
+    """Pooled last-layer embeddings of a frozen encoder (`modeling_sslam.embedding.extract_embeddings` per batch).
 
     Returns:
         (N, D) float32 array.
@@ -138,38 +135,15 @@ def extract_embeddings(
     encoder = getattr(model, "base_model", model)
     was_training = encoder.training
     encoder.eval()
-    parameter = next(encoder.parameters())
-    embeddings = []
     try:
-        for waveforms in iter_waveform_batches(data, batch_size):
-            inputs = feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-            input_values = inputs["input_values"].to(device=parameter.device, dtype=parameter.dtype)
-            attention_mask = inputs.get("attention_mask")
-            if attention_mask is not None:
-                attention_mask = attention_mask.to(parameter.device)
-            hidden = encoder(input_values, attention_mask=attention_mask).last_hidden_state
-            embeddings.append(pool_hidden_states(hidden, pooling, attention_mask, encoder.config).float().cpu())
+        embeddings = [
+            embed(encoder, feature_extractor, waveforms, sampling_rate=SAMPLING_RATE, pooling=pooling,
+                  batch_size=batch_size)
+            for waveforms in iter_waveform_batches(data, batch_size)
+        ]
     finally:
         encoder.train(was_training)
-    return torch.cat(embeddings).numpy()
-
-
-def pool_hidden_states(
-    hidden: torch.Tensor, pooling: Pooling, attention_mask: torch.Tensor | None, config
-) -> torch.Tensor:
-    """(B, 1 + N, D) -> (B, D): the CLS token, or the mean of the patch tokens whose patch row holds real frames.
-
-    ``attention_mask`` is the (B, T) frame mask; a patch row counts as real when its first frame is.
-    """
-    if pooling == "cls":
-        return hidden[:, 0]
-    patches = hidden[:, 1:]
-    if attention_mask is None:
-        return patches.mean(dim=1)
-    freq_patches = config.num_mel_bins // config.patch_size
-    rows = attention_mask[:, :: config.patch_size][:, : patches.shape[1] // freq_patches]
-    weights = rows.to(patches.dtype).repeat_interleave(freq_patches, dim=1).unsqueeze(-1)
-    return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return np.concatenate(embeddings).astype(np.float32)
 
 
 def logmel_statistics(data: AudioData, feature_extractor, *, batch_size: int = 16) -> np.ndarray:
