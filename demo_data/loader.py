@@ -1,0 +1,198 @@
+"""Loader API for the committed demo audio of the ``demo_data`` package.
+
+Every set (``pretrain``, ``events``, ``instruments``) is a folder of this package with a ``manifest.csv``
+(one row per clip: relative ``path``, ``label``, ``split``, ``num_samples``, source package and upstream path,
+licence, and ``pcm_sha256``, the SHA-256 of the decoded 16 kHz mono int16 PCM). Polyphonic sets are not
+stored as audio: ``mixtures/<set>_<split>.jsonl`` holds one recipe per mixture, and
+:func:`materialize_mixture` turns a recipe into a waveform.
+
+Only numpy and soundfile are needed here; building the sets (``build.py``) needs more.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16000
+DEMO_DIR = Path(__file__).resolve().parent
+LABELLED_SETS = ("events", "instruments")
+SPLITS = ("train", "test")
+INT16_SCALE = 32768.0
+# A 10 s real recording for quick starts (0 A.D. ambience, CC-BY-SA-3.0; see pretrain/ATTRIBUTION.md).
+EXAMPLE_CLIP = DEMO_DIR / "pretrain" / "audio" / "0ad_ambient" / "0ad_ambient_0000.ogg"
+
+
+def set_dir(set_name: str) -> Path:
+    """Folder of a committed set (``pretrain``, ``events`` or ``instruments``)."""
+    path = DEMO_DIR / set_name
+    if not (path / "manifest.csv").is_file():
+        raise FileNotFoundError(f"no demo set {set_name!r}: {path / 'manifest.csv'} is missing")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _manifest_rows(set_name: str) -> tuple[dict[str, str], ...]:
+    with open(set_dir(set_name) / "manifest.csv", newline="", encoding="utf-8") as handle:
+        return tuple(csv.DictReader(handle))
+
+
+def read_manifest(set_name: str, split: str | None = None) -> list[dict[str, str]]:
+    """Manifest rows of a set (as string dicts), optionally only those of one split."""
+    rows = _manifest_rows(set_name)
+    if split is not None:
+        _check_split(split)
+        rows = tuple(row for row in rows if row["split"] == split)
+    return [dict(row) for row in rows]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def read_pcm(path: str | Path) -> np.ndarray:
+    """Decode an audio file of the demo sets to mono 16 kHz int16 PCM."""
+    pcm, rate = sf.read(str(path), dtype="int16", always_2d=False)
+    if rate != SAMPLE_RATE or pcm.ndim != 1:
+        raise ValueError(f"{path}: expected mono {SAMPLE_RATE} Hz audio, got {rate} Hz with shape {pcm.shape}")
+    return pcm
+
+
+def pcm_to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM to float32 in [-1, 1)."""
+    return pcm.astype(np.float32) / INT16_SCALE
+
+
+def pcm_sha256(pcm: np.ndarray) -> str:
+    """SHA-256 of int16 PCM as little-endian bytes (the manifests' ``pcm_sha256``)."""
+    return hashlib.sha256(np.ascontiguousarray(pcm, dtype="<i2").tobytes()).hexdigest()
+
+
+def load_waveform(set_name: str, relative_path: str) -> np.ndarray:
+    """One clip of a set as a float32 16 kHz waveform."""
+    return pcm_to_float(read_pcm(set_dir(set_name) / relative_path))
+
+
+def load_pretrain_files() -> list[Path]:
+    """Absolute paths of the unlabelled pre-training chunks (16 kHz mono, at most 10 s each)."""
+    root = set_dir("pretrain")
+    return [root / row["path"] for row in read_manifest("pretrain")]
+
+
+def class_names(set_name: str) -> list[str]:
+    """Sorted class names of a labelled set; index i is label id i everywhere in this module."""
+    _check_labelled(set_name)
+    return sorted({row["label"] for row in read_manifest(set_name)})
+
+
+def _check_labelled(set_name: str) -> None:
+    if set_name not in LABELLED_SETS:
+        raise ValueError(f"labelled sets are {LABELLED_SETS}, got {set_name!r}")
+
+
+def load_labelled(set_name: str, split: str) -> list[tuple[np.ndarray, str]]:
+    """``(waveform float32 16 kHz, label)`` pairs of one split of ``events`` or ``instruments``."""
+    _check_labelled(set_name)
+    return [(load_waveform(set_name, row["path"]), row["label"]) for row in read_manifest(set_name, split)]
+
+
+def load_labelled_dataset(set_name: str, split: str):
+    """The same split as a ``datasets.Dataset`` with columns ``id``, ``waveform`` (float32) and ``label`` (ClassLabel).
+
+    The waveforms are stored as plain sequences, so no audio codec (torchcodec) is needed.
+    """
+    import datasets
+
+    names = class_names(set_name)
+    rows = read_manifest(set_name, split)
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "waveform": datasets.Sequence(datasets.Value("float32")),
+            "label": datasets.ClassLabel(names=names),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "id": [row["id"] for row in rows],
+            "waveform": [load_waveform(set_name, row["path"]) for row in rows],
+            "label": [names.index(row["label"]) for row in rows],
+        },
+        features=features,
+    )
+
+
+def read_mixture_recipes(set_name: str, split: str) -> list[dict]:
+    """Mixture recipes (one dict per JSONL line) built from the clips of one split of a labelled set."""
+    _check_labelled(set_name)
+    _check_split(split)
+    path = DEMO_DIR / "mixtures" / f"{set_name}_{split}.jsonl"
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def rms_normalize(waveform: np.ndarray) -> np.ndarray:
+    """Scale a waveform to unit RMS (float64)."""
+    waveform = np.asarray(waveform, dtype=np.float64)
+    rms = np.sqrt(np.mean(np.square(waveform)))
+    return waveform / max(rms, 1e-8)
+
+
+def materialize_mixture(recipe: Mapping, clips: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Render one mixture recipe into a float32 waveform, deterministically.
+
+    Each component clip (looked up by id in ``clips``, float waveforms at 16 kHz) is RMS-normalised,
+    scaled by ``gain_db``, and added starting at sample ``onset`` (clips running past the end are cut).
+    The sum is then scaled so its peak equals ``recipe["peak"]``.
+    """
+    length = int(recipe["num_samples"])
+    mixture = np.zeros(length, dtype=np.float64)
+    for component in recipe["components"]:
+        onset = int(component["onset"])
+        part = rms_normalize(clips[component["clip"]])[: length - onset] * 10.0 ** (component["gain_db"] / 20.0)
+        mixture[onset : onset + len(part)] += part
+    peak = np.max(np.abs(mixture))
+    return (mixture * (recipe["peak"] / max(peak, 1e-8))).astype(np.float32)
+
+
+def multi_hot(labels: Iterable[str], names: Sequence[str]) -> np.ndarray:
+    """float32 multi-hot vector of ``labels`` over ``names``."""
+    vector = np.zeros(len(names), dtype=np.float32)
+    vector[[names.index(label) for label in labels]] = 1.0
+    return vector
+
+
+def load_mixtures(set_name: str, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Polyphonic mixtures of one split: ``(waveforms (N, T) float32, multi-hot (N, C) float32, class names)``.
+
+    Test mixtures are made only from test clips and train mixtures only from train clips.
+    """
+    names = class_names(set_name)
+    clips = {row["id"]: load_waveform(set_name, row["path"]) for row in read_manifest(set_name, split)}
+    recipes = read_mixture_recipes(set_name, split)
+    waveforms = np.stack([materialize_mixture(recipe, clips) for recipe in recipes])
+    targets = np.stack([multi_hot(recipe["labels"], names) for recipe in recipes])
+    return waveforms, targets, names
+
+
+def verify_manifest(set_name: str, ids: Iterable[str] | None = None) -> list[str]:
+    """Decode the clips of a set (all, or only ``ids``) and return the ids whose PCM hash or length differs."""
+    rows = read_manifest(set_name)
+    if ids is not None:
+        wanted = set(ids)
+        rows = [row for row in rows if row["id"] in wanted]
+    root = set_dir(set_name)
+    failures = []
+    for row in rows:
+        pcm = read_pcm(root / row["path"])
+        if len(pcm) != int(row["num_samples"]) or pcm_sha256(pcm) != row["pcm_sha256"]:
+            failures.append(row["id"])
+    return failures
