@@ -290,8 +290,8 @@ def fit_position_table(table: torch.Tensor, config: SSLAMConfig) -> tuple[torch.
     A pre-April-2024 EAT checkpoint stores a `(1, 512, D)` table (64 time patches = 1024 frames). If its rows equal the
     first rows of the full table (up to fp16 rounding), it is extended to `config.max_time_patches` rows with computed
     values; the stored rows are kept, so outputs for inputs up to the old length are unchanged. If the layout differs,
-    the stored table is kept as it is and `config.max_time_patches` is reduced to its row count. A table longer than
-    the config says raises `config.max_time_patches` to match.
+    the stored table is kept as it is and `config.max_time_patches` (and `max_length` if needed) is reduced to fit it.
+    A table longer than the config says raises `config.max_time_patches` to match.
     """
     freq_patches = config.num_freq_patches
     if table.ndim != 3 or table.shape[0] != 1 or table.shape[2] != config.hidden_size or table.shape[1] % freq_patches:
@@ -315,6 +315,7 @@ def fit_position_table(table: torch.Tensor, config: SSLAMConfig) -> tuple[torch.
         )
         return torch.cat([table, full[:, table.shape[1] :]], dim=1), note
     config.max_time_patches = stored_time_patches
+    config.max_length = min(config.max_length, stored_time_patches * config.patch_size)
     note = (
         f"The checkpoint's positional table ({stored_time_patches} time patches) does not follow the standard sin-cos "
         f"layout, so it is kept unchanged and max_time_patches is {stored_time_patches} (inputs up to "

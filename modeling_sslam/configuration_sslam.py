@@ -7,9 +7,11 @@ spectrograms (time-major tokens, fixed 2-D sin-cos positions, a CLS token, a Lay
 
 from typing import Literal
 
+from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+@strict
 class SSLAMConfig(PreTrainedConfig):
     r"""
     Configuration of [`SSLAMModel`], [`SSLAMForAudioClassification`] and [`SSLAMForPreTraining`]. Defaults give the

@@ -256,8 +256,13 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def min_num_samples(self) -> int:
-        """Fewest samples that yield `patch_size` frames."""
+        """Fewest samples that yield `patch_size` frames (the minimum when clips keep their own length)."""
         return self.frame_length + self.frame_shift * (self.patch_size - 1)
+
+    def min_samples_for(self, target_length: int | None) -> int:
+        """Fewest samples accepted: one patch when clips keep their own length; one frame when they are padded to a
+        fixed `target_length` (as the original does for short clips, e.g. sound events under 0.175 s)."""
+        return self.min_num_samples if target_length is None else self.frame_length
 
     def num_frames(self, num_samples: int) -> int:
         """Filter-bank frames Kaldi computes from `num_samples` samples (snip_edges: whole windows only)."""
@@ -311,7 +316,9 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
 
         clips = self._split_clips(raw_speech, average_channels)
         clips = [
-            self._prepare_clip(clip, index, len(clips), sampling_rate if needs_resampling else None)
+            self._prepare_clip(
+                clip, index, len(clips), sampling_rate if needs_resampling else None, self.min_samples_for(target_length)
+            )
             for index, clip in enumerate(clips)
         ]
         fbanks = self._compute_fbanks(clips)
@@ -392,7 +399,7 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         raise ValueError(f"{name} has shape {tuple(audio.shape)}; expected 1-D mono audio.")
 
     def _prepare_clip(
-        self, audio: torch.Tensor, index: int, batch_size: int, resample_from: int | None
+        self, audio: torch.Tensor, index: int, batch_size: int, resample_from: int | None, min_samples: int
     ) -> torch.Tensor:
         """Validate a `(samples,)` clip, resample it if asked, and remove its mean."""
         name = "The audio" if batch_size == 1 else f"Clip {index}"
@@ -404,10 +411,11 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             import torchaudio.functional
 
             audio = torchaudio.functional.resample(audio, orig_freq=int(resample_from), new_freq=self.sampling_rate)
-        if audio.shape[0] < self.min_num_samples:
+        if audio.shape[0] < min_samples:
+            needed = "one 25 ms frame" if min_samples < self.min_num_samples else f"one patch of {self.patch_size} frames"
             raise ValueError(
                 f"{name} is too short: {audio.shape[0]} samples at {self.sampling_rate} Hz, but at least "
-                f"{self.min_num_samples} samples are needed for one patch of {self.patch_size} frames."
+                f"{min_samples} samples are needed for {needed}."
             )
         return audio - audio.mean()
 

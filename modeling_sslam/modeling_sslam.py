@@ -259,7 +259,8 @@ class SSLAMEncoder(nn.Module):
 
     def __init__(self, config: SSLAMConfig):
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        last = max(config.num_hidden_layers - 1, 1)
+        rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
         self.layer = nn.ModuleList([SSLAMLayer(config, rate) for rate in rates])
 
     def forward(
@@ -324,6 +325,16 @@ class SSLAMPreTrainedModel(PreTrainedModel):
                 self.config.hidden_size, self.config.max_time_patches, self.config.num_freq_patches
             )
             init.copy_(module.position_embeddings, table)
+
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also maps `AutoModel` to `SSLAMModel` in the saved `auto_map`, so `trust_remote_code=True` users can load
+        the encoder of any saved SSLAM folder (transformers writes only the saved class's own entry)."""
+        if type(self)._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", "modeling_sslam.SSLAMModel")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class SSLAMModel(SSLAMPreTrainedModel):
