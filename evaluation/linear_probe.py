@@ -147,7 +147,8 @@ def extract_embeddings(
 
 
 def logmel_statistics(data: AudioData, feature_extractor, *, batch_size: int = 16) -> np.ndarray:
-    """Log-mel baseline: mean, std and max over time of each clip's normalised filter bank (real frames only).
+    """Log-mel baseline: mean, std and max over time of each clip's normalised filter bank, over the real frames of
+    the same window the encoders see (the extractor's `target_length`).
 
     Returns:
         (N, 3 * mel_bins) float32 array.
@@ -155,7 +156,7 @@ def logmel_statistics(data: AudioData, feature_extractor, *, batch_size: int = 1
     features = []
     for waveforms in iter_waveform_batches(data, batch_size):
         inputs = feature_extractor(
-            waveforms, sampling_rate=SAMPLING_RATE, target_length=None, return_attention_mask=True, return_tensors="pt"
+            waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt"
         )
         fbank = inputs["input_values"].double()  # (B, T, F)
         mask = inputs["attention_mask"].bool().unsqueeze(-1)  # (B, T, 1)
