@@ -420,7 +420,9 @@ class SSLAMDecoderLayer(nn.Module):
         output = self.conv(hidden_states)
         if self.trim:
             output = output[:, :, : -self.trim, : -self.trim]
-        output = self.activation(self.layer_norm(output.transpose(-3, -1)).transpose(-3, -1))
+        # Normalise over channels on a (B, H, W, C) view; permuting (rather than swapping C and W) keeps the next
+        # convolution on a fast channels-last path on CPU.
+        output = self.activation(self.layer_norm(output.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
         return output + hidden_states if self.use_residual else output
 
 

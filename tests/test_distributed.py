@@ -1,0 +1,134 @@
+"""Data-parallel pre-training on 2 CPU processes (gloo) with `accelerate launch -m training.pretrain`.
+
+Stage 1: two processes with 2 clips each make the same update as one process accumulating two micro-batches of 2
+(the original optimises per-device micro-batches; see training/trainer.py). Stage 2: one 2-process step equals the
+average of the two per-process half-batch steps computed alone (SGD, no clipping, so the update is linear).
+Teachers are checked to be identical on both ranks after every step (`--ema_sync_check_steps 1`).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+
+from modeling_sslam.configuration_sslam import SSLAMConfig
+from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from training.data import EpochShuffleSampler
+from training.pretrain import build_trainer, main, parse_args
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+TINY_FLAGS = [
+    "--model_size", "tiny", "--max_length", "256", "--clone_batch", "2", "--unmixed_window_frames", "64",
+    "--mask_noise_std", "0",  # the mask-token noise comes from each process's own RNG stream
+    "--per_device_train_batch_size", "2", "--num_workers", "0", "--logging_steps", "1", "--save_steps", "1000",
+    "--seed", "3", "--ema_sync_check_steps", "1",
+]  # fmt: skip
+
+STAGE1_TINY = dict(
+    objective="eat",
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    decoder_hidden_size=16,
+    decoder_num_layers=2,
+    average_top_k_layers=2,
+    max_length=256,
+    clone_batch=2,
+)  # a Stage-1 model to continue with Stage 2
+
+pytestmark = pytest.mark.skipif(not ACCELERATE.exists(), reason=f"{ACCELERATE} not found")
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        soundfile.write(folder / f"clip{index}.wav", (0.1 * rng.standard_normal(40_000)).astype(np.float32), 16000)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_two_processes(argv: list[str]) -> None:
+    """`accelerate launch` on 2 CPU processes, as in the environment notes (--multi_gpu + ACCELERATE_USE_CPU)."""
+    command = [
+        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "training.pretrain", *argv,
+    ]  # fmt: skip
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+
+
+def training_log(output_dir: Path) -> tuple[list[dict], dict]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry for entry in state["log_history"] if "loss" in entry], state
+
+
+def saved_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "pretraining" / "model.safetensors")
+
+
+def test_stage1_two_processes_match_one_process_with_accumulation(audio_dir, tmp_path):
+    common = ["--preset", "stage1", "--data", str(audio_dir), "--max_steps", "2", "--learning_rate", "1e-4",
+              "--warmup_steps", "0", *TINY_FLAGS]  # fmt: skip
+    launch_two_processes([*common, "--output_dir", str(tmp_path / "ddp")])
+    main([*common, "--output_dir", str(tmp_path / "single"), "--gradient_accumulation_steps", "2"])
+
+    ddp_log, ddp_state = training_log(tmp_path / "ddp")
+    single_log, _ = training_log(tmp_path / "single")
+    assert ddp_state["epoch"] == 1.0  # 8 clips in 2 steps of 2 x 2: both processes shared one epoch
+    for ddp_entry, single_entry in zip(ddp_log, single_log, strict=True):
+        for key in ("loss", "loss_eat_cls_loss", "loss_eat_patch_loss", "grad_norm", "sample_size", "ema_decay"):
+            assert ddp_entry[key] == pytest.approx(single_entry[key], rel=1e-5), key
+    ddp_weights, single_weights = saved_weights(tmp_path / "ddp"), saved_weights(tmp_path / "single")
+    for name, value in single_weights.items():
+        torch.testing.assert_close(ddp_weights[name], value, rtol=0, atol=2e-6, msg=name)
+
+
+def test_stage2_two_process_step_is_the_mean_of_the_half_batch_steps(audio_dir, tmp_path):
+    stage1 = tmp_path / "stage1"
+    torch.manual_seed(0)
+    SSLAMForPreTraining(SSLAMConfig(**STAGE1_TINY)).save_pretrained(stage1)
+    learning_rate = 0.5
+    argv = ["--preset", "stage2", "--init_from", str(stage1), "--data", str(audio_dir), "--max_steps", "1",
+            "--optim", "sgd", "--learning_rate", str(learning_rate), "--lr_scheduler_type", "constant",
+            "--warmup_steps", "0", "--weight_decay", "0", "--max_grad_norm", "0",
+            *[flag for flag in TINY_FLAGS if flag not in ("--model_size", "tiny")]]  # fmt: skip
+    launch_two_processes([*argv, "--output_dir", str(tmp_path / "ddp")])
+
+    trainer = build_trainer(parse_args([*argv, "--output_dir", str(tmp_path / "alone")]))
+    model, dataset, collator = trainer.model.train(), trainer.train_dataset, trainer.data_collator
+    order = list(EpochShuffleSampler(len(dataset), seed=3))
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    gradients = []
+    for rank in (0, 1):
+        model.zero_grad()
+        model(**collator([dataset[draw] for draw in order[2 * rank : 2 * rank + 2]])).loss.backward()
+        gradients.append({name: param.grad.clone() for name, param in model.named_parameters() if param.requires_grad})
+
+    ddp_weights = saved_weights(tmp_path / "ddp")
+    for name, gradient in gradients[0].items():
+        expected = initial[name] - learning_rate * (gradient + gradients[1][name]) / 2
+        torch.testing.assert_close(ddp_weights[name], expected, rtol=0, atol=2e-6, msg=name)
+    decay = model.ema_decay_at(1)
+    for name, param in model.sslam.named_parameters():
+        expected = decay * initial[f"teacher.{name}"] + (1 - decay) * ddp_weights[f"sslam.{name}"]
+        torch.testing.assert_close(ddp_weights[f"teacher.{name}"], expected, rtol=0, atol=1e-6, msg=name)
