@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 EPILOGS = {
+    "sslam": """examples:
+  sslam classify clip.wav --model converted/sslam-as2m --top-k 5
+  sslam embed clip.wav --model converted/sslam-base --pooling mean
+  sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
+  sslam demo --quick""",
     "embed": """examples:
   sslam embed clip.wav --model converted/sslam-base                     # CLS embedding -> clip.cls.npy
   sslam embed a.flac b.mp3 --model DIR --pooling mean --output emb.safetensors
@@ -20,7 +25,9 @@ EPILOGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sslam", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="sslam", description=__doc__, epilog=EPILOGS["sslam"], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     embed = commands.add_parser(
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("audio", nargs="+")
     classify.add_argument("--model", required=True, help="a saved SSLAMForAudioClassification folder")
-    classify.add_argument("--top-k", type=int, default=5)
+    classify.add_argument("--top-k", type=_positive_int, default=5)
     classify.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     classify.add_argument("--device", default="cpu")
 
@@ -58,17 +65,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def read_audio(path: str, sampling_rate: int):
+    """`load_audio`, with a clean exit (message naming the file) for a missing or undecodable file."""
+    from modeling_sslam.audio_io import load_audio
+
+    try:
+        return load_audio(path, target_sampling_rate=sampling_rate)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+
+
+def check_inputs(paths: list[str]) -> None:
+    """Exits with a message naming every input file that does not exist."""
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        sys.exit(f"error: audio file(s) not found: {', '.join(missing)}")
+
+
 def run_embed(args) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from modeling_sslam.audio_io import load_audio
     from modeling_sslam.embedding import embed_long_audio, extract_embeddings
 
+    if args.output:
+        stems = [Path(path).stem for path in args.audio]
+        repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if repeated:
+            sys.exit(f"error: --output keys files by name, and several inputs are named {', '.join(repeated)}.")
     model, extractor = load_model_and_extractor(args.model, args.device, classification=False)
     embeddings = {}
     for path in args.audio:
-        waveform = load_audio(path, target_sampling_rate=extractor.sampling_rate)
+        waveform = read_audio(path, extractor.sampling_rate)
         if args.window:
             result = embed_long_audio(
                 model, extractor, waveform, extractor.sampling_rate, args.window, args.hop, pooling=args.pooling
@@ -82,11 +117,14 @@ def run_embed(args) -> None:
         arrays = {Path(path).stem: np.ascontiguousarray(array) for path, array in embeddings.items()}
         if args.output.endswith(".safetensors"):
             save_file(arrays, args.output)
-        elif len(arrays) == 1:
-            np.save(args.output, next(iter(arrays.values())))
+            target = args.output
         else:
-            np.save(args.output, np.stack(list(arrays.values())))
-        print(f"wrote {args.output}")
+            target = args.output if args.output.endswith(".npy") else f"{args.output}.npy"  # np.save adds .npy
+            shapes = {array.shape for array in arrays.values()}
+            if len(shapes) > 1:
+                sys.exit(f"error: the embeddings have different shapes {sorted(shapes)}; use a .safetensors --output.")
+            np.save(target, next(iter(arrays.values())) if len(arrays) == 1 else np.stack(list(arrays.values())))
+        print(f"wrote {target}")
         return
     for path, array in embeddings.items():
         folder = Path(args.output_dir) if args.output_dir else Path(path).parent
@@ -101,12 +139,10 @@ def run_classify(args) -> None:
 
     import torch
 
-    from modeling_sslam.audio_io import load_audio
-
     model, extractor = load_model_and_extractor(args.model, args.device, classification=True)
     multi_label = model.config.problem_type == "multi_label_classification"
     for path in args.audio:
-        waveform = load_audio(path, target_sampling_rate=extractor.sampling_rate)
+        waveform = read_audio(path, extractor.sampling_rate)
         features = extractor(waveform, sampling_rate=extractor.sampling_rate, return_tensors="pt")
         with torch.no_grad():
             logits = model(**{key: value.to(args.device) for key, value in features.items()}).logits[0]
@@ -123,13 +159,24 @@ def run_classify(args) -> None:
 
 def load_model_and_extractor(folder: str, device: str, classification: bool):
     import modeling_sslam  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
-    auto_class = AutoModelForAudioClassification if classification else AutoModel
-    model = auto_class.from_pretrained(folder).to(device).eval()
+    try:
+        if classification:
+            architectures = AutoConfig.from_pretrained(folder).architectures or []
+            if not any(name.endswith("ForAudioClassification") for name in architectures):
+                sys.exit(
+                    f"error: {folder} holds no classifier (architectures {architectures}); `sslam classify` needs a "
+                    "fine-tuned SSLAMForAudioClassification folder (use `sslam embed` for an encoder)."
+                )
+        auto_class = AutoModelForAudioClassification if classification else AutoModel
+        model = auto_class.from_pretrained(folder).to(device).eval()
+        extractor = AutoFeatureExtractor.from_pretrained(folder)
+    except OSError as error:  # no such folder / no config.json / weights missing
+        sys.exit(f"error: cannot load a model from {folder}: {error}")
     if not classification and hasattr(model, "sslam"):
         model = model.sslam
-    return model, AutoFeatureExtractor.from_pretrained(folder)
+    return model, extractor
 
 
 def delegate(command: str, argv: list[str]) -> None:
@@ -154,7 +201,12 @@ def main(argv: list[str] | None = None) -> None:
         delegate(argv[0], argv[1:])
         return
     args = parser.parse_args(argv)
+    check_inputs(args.audio)  # before the slow imports and the model
     if args.command == "embed":
+        if args.window and args.pooling == "frames":
+            parser.error("--window pools each window to one vector: use --pooling cls or mean with it.")
+        if args.window is not None and (args.window <= 0 or args.hop <= 0):
+            parser.error("--window and --hop must be positive.")
         run_embed(args)
     else:
         run_classify(args)

@@ -29,11 +29,11 @@ from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
 from .export import (
     ConvertedModel,
-    add_output_arguments,
     build_feature_extractor,
     check_and_save,
-    check_verify_arguments,
+    conversion_parser,
     load_state_dict_strictly,
+    parse_conversion_args,
     run_conversion_cli,
     set_labels,
     sha256_of,
@@ -161,17 +161,18 @@ def convert_fairseq_checkpoint(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint_path", required=True, help="fairseq checkpoint (.pt) of SSLAM or EAT.")
-    add_output_arguments(parser)
+    parser = conversion_parser(
+        __doc__,
+        prog="python -m conversion.convert_fairseq_checkpoint",
+        source_flag="--checkpoint_path",
+        source_help="fairseq checkpoint (.pt) of SSLAM or EAT.",
+    )
     parser.add_argument(
         "--objective",
         choices=("eat", "sslam"),
         help="Pre-training objective stored in pretraining/config.json (default: from the checkpoint's user_dir).",
     )
-    args = parser.parse_args(argv)
-    check_verify_arguments(parser, args)
-    return args
+    return parse_conversion_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,11 +27,11 @@ from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMMode
 
 from .export import (
     ConvertedModel,
-    add_output_arguments,
     build_feature_extractor,
     check_and_save,
-    check_verify_arguments,
+    conversion_parser,
     load_state_dict_strictly,
+    parse_conversion_args,
     run_conversion_cli,
     set_labels,
     sha256_of,
@@ -196,12 +196,13 @@ def convert_hub_checkpoint(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input_dir", required=True, help="Local copy of the remote-code repository.")
-    add_output_arguments(parser)
-    args = parser.parse_args(argv)
-    check_verify_arguments(parser, args)
-    return args
+    parser = conversion_parser(
+        __doc__,
+        prog="python -m conversion.convert_hub_checkpoint",
+        source_flag="--input_dir",
+        source_help="Local copy of the remote-code repository.",
+    )
+    return parse_conversion_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -170,8 +170,18 @@ def write_card(converted: ConvertedModel, output_dir: Path, errors: dict[str, fl
     )
 
 
-def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by both converters."""
+def conversion_parser(module_doc: str, prog: str, source_flag: str, source_help: str) -> argparse.ArgumentParser:
+    """The parser of a converter CLI: the module docstring's first paragraph as description and its `Example:`
+    section as epilog, the (required) source option, then the output options both converters share."""
+    description = module_doc.split("\n\n")[0]
+    _, _, example = module_doc.partition("\n\nExample:\n")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=f"example:{example.rstrip()}" if example else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(source_flag, required=True, help=source_help)
     parser.add_argument("--pytorch_dump_folder_path", required=True, help="Output folder for the native model.")
     parser.add_argument("--labels_csv", help="AudioSet-style 'index,mid,display_name' CSV giving the class names.")
     parser.add_argument(
@@ -182,11 +192,15 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify_input", help="Probe input: an .npy filter bank (T, 128) or an audio file.")
     parser.add_argument("--verify_reference", help="Reference outputs (safetensors) of the original on the probe.")
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="Upload the converted folder to this Hub repo.")
+    return parser
 
 
-def check_verify_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def parse_conversion_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parses `argv` (None = `sys.argv[1:]`) and checks that the verification options come together."""
+    args = parser.parse_args(argv)
     if (args.verify_input is None) != (args.verify_reference is None):
         parser.error("--verify_input and --verify_reference must be given together.")
+    return args
 
 
 def run_conversion_cli(args: argparse.Namespace, convert: Callable[..., dict[str, float]], **kwargs) -> None:
@@ -214,12 +228,12 @@ __all__ = [
     "ConvertedModel",
     "HubAccessError",
     "PRETRAINING_SUBFOLDER",
-    "add_output_arguments",
     "build_feature_extractor",
     "check_and_save",
-    "check_verify_arguments",
+    "conversion_parser",
     "hub_token",
     "load_state_dict_strictly",
+    "parse_conversion_args",
     "push_folder",
     "run_conversion_cli",
     "set_labels",

@@ -6,7 +6,8 @@ licence, and ``pcm_sha256``, the SHA-256 of the decoded 16 kHz mono int16 PCM). 
 stored as audio: ``mixtures/<set>_<split>.jsonl`` holds one recipe per mixture, and
 :func:`materialize_mixture` turns a recipe into a waveform.
 
-Only numpy and soundfile are needed here; building the sets (``build.py``) needs more.
+Only numpy and soundfile are needed here (mixing uses the numpy-only :mod:`evaluation.mixing`); building the
+sets (``build.py``) needs more.
 """
 
 from __future__ import annotations
@@ -139,28 +140,24 @@ def read_mixture_recipes(set_name: str, split: str) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def rms_normalize(waveform: np.ndarray) -> np.ndarray:
-    """Scale a waveform to unit RMS (float64)."""
-    waveform = np.asarray(waveform, dtype=np.float64)
-    rms = np.sqrt(np.mean(np.square(waveform)))
-    return waveform / max(rms, 1e-8)
-
-
 def materialize_mixture(recipe: Mapping, clips: Mapping[str, np.ndarray]) -> np.ndarray:
     """Render one mixture recipe into a float32 waveform, deterministically.
 
     Each component clip (looked up by id in ``clips``, float waveforms at 16 kHz) is RMS-normalised,
     scaled by ``gain_db``, and added starting at sample ``onset`` (clips running past the end are cut).
-    The sum is then scaled so its peak equals ``recipe["peak"]``.
+    The sum is then scaled so its peak equals ``recipe["peak"]``. The mixing itself is
+    `evaluation.mixing.mix_waveforms` (numpy only), the same code as the evaluation's polyphonic benchmarks.
     """
-    length = int(recipe["num_samples"])
-    mixture = np.zeros(length, dtype=np.float64)
-    for component in recipe["components"]:
-        onset = int(component["onset"])
-        part = rms_normalize(clips[component["clip"]])[: length - onset] * 10.0 ** (component["gain_db"] / 20.0)
-        mixture[onset : onset + len(part)] += part
-    peak = np.max(np.abs(mixture))
-    return (mixture * (recipe["peak"] / max(peak, 1e-8))).astype(np.float32)
+    from evaluation.mixing import mix_waveforms
+
+    components = recipe["components"]
+    return mix_waveforms(
+        [clips[component["clip"]] for component in components],
+        [int(component["onset"]) for component in components],
+        [component["gain_db"] for component in components],
+        int(recipe["num_samples"]),
+        recipe["peak"],
+    )
 
 
 def multi_hot(labels: Iterable[str], names: Sequence[str]) -> np.ndarray:

@@ -12,21 +12,19 @@ soundfile; this needs neither torchcodec nor FFmpeg, which `datasets` 5 requires
 from __future__ import annotations
 
 import csv
-import io
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
-from modeling_sslam.audio_io import load_audio
+from evaluation.mixing import mix_sources
+from modeling_sslam.audio_io import decode_audio
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aif", ".aiff"})
 SAMPLING_RATE = 16_000
@@ -38,43 +36,17 @@ IN_MEMORY_AUDIO = {"array": List(Value("float32")), "sampling_rate": Value("int3
 
 
 def load_waveform(value: Any, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decode one audio value to a mono float32 waveform at ``sampling_rate``.
+    """Decode one audio value to a mono float32 waveform at ``sampling_rate``: `modeling_sslam.audio_io.decode_audio`.
 
     Accepts a torchcodec ``AudioDecoder`` (what `datasets` 5 yields), a ``{"array", "sampling_rate"}`` dict, an
-    undecoded ``{"path", "bytes"}`` dict, a file path (read with `modeling_sslam.audio_io.load_audio`), or a 1-D
-    array already at ``sampling_rate``.
+    undecoded ``{"path", "bytes"}`` dict, a file path or bytes (read with `modeling_sslam.audio_io.load_audio`), or a
+    1-D array already at ``sampling_rate``.
     Multi-channel audio is averaged over channels, other rates are resampled with torchaudio's defaults.
 
     Returns:
         (S,) float32 array.
     """
-    if hasattr(value, "get_all_samples"):
-        samples = value.get_all_samples()
-        waveform, rate = samples.data.numpy(), samples.sample_rate
-    elif isinstance(value, Mapping) and value.get("array") is not None:
-        waveform, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
-    elif isinstance(value, Mapping) and value.get("bytes") is not None:
-        waveform, rate = sf.read(io.BytesIO(value["bytes"]), dtype="float64", always_2d=True)
-        waveform = waveform.T
-    elif isinstance(value, Mapping) and value.get("path") is not None:
-        return load_audio(value["path"], sampling_rate)
-    elif isinstance(value, (str, os.PathLike)):
-        return load_audio(value, sampling_rate)
-    else:
-        waveform, rate = np.asarray(value, dtype=np.float32), sampling_rate
-        if waveform.ndim != 1:
-            raise ValueError(f"a raw waveform must be 1-D (mono), got shape {waveform.shape}")
-    return _to_mono_at_rate(waveform, rate, sampling_rate)
-
-
-def _to_mono_at_rate(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """(S,) or (channels, S) at ``rate`` -> (S,) float32 at ``target_rate``."""
-    if waveform.ndim == 2:
-        waveform = waveform.mean(axis=0)
-    waveform = np.asarray(waveform, dtype=np.float32)
-    if rate != target_rate:
-        waveform = torchaudio.functional.resample(torch.from_numpy(waveform), rate, target_rate).numpy()
-    return np.ascontiguousarray(waveform)
+    return decode_audio(value, sampling_rate)
 
 
 # -------------------------------------------------------------------------------------------------------- labels
@@ -369,36 +341,6 @@ def build_polyphonic_mixtures(
             }
         )
     return _mixtures_dataset(rows, names, sampling_rate, output_dir)
-
-
-def mix_sources(
-    sources: Sequence[np.ndarray],
-    length: int,
-    rng: np.random.Generator,
-    gain_db: float = 6.0,
-    max_onset_fraction: float = 0.5,
-    peak: float = 0.7,
-) -> tuple[np.ndarray, list[int], list[float]]:
-    """Mix mono sources into one (length,) float32 waveform.
-
-    Returns:
-        The mixture, each source's onset in samples and its gain in dB.
-    """
-    mixture = np.zeros(length, dtype=np.float64)
-    onsets, gains = [], []
-    for source in sources:
-        rms = float(np.sqrt(np.mean(np.square(source, dtype=np.float64)))) if len(source) else 0.0
-        gain = float(rng.uniform(-gain_db, gain_db))
-        onset = int(rng.integers(0, int(max_onset_fraction * length) + 1))
-        segment = source[: max(length - onset, 0)]
-        if rms > 0.0:
-            mixture[onset : onset + len(segment)] += segment / rms * 10.0 ** (gain / 20.0)
-        onsets.append(onset)
-        gains.append(gain)
-    max_abs = float(np.abs(mixture).max()) if length else 0.0
-    if max_abs > 0.0:
-        mixture *= peak / max_abs
-    return mixture.astype(np.float32), onsets, gains
 
 
 def _mixtures_dataset(

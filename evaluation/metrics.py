@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 
 METRIC_MODULES_DIR = Path(__file__).resolve().parent / "metrics"
 METRIC_NAMES = ("sslam_accuracy", "sslam_multilabel")
+SSLAM_CITATION = """\
+@inproceedings{alex2025sslam,
+  title = {{SSLAM}: Enhancing Self-Supervised Models with Audio Mixtures for Polyphonic Soundscapes},
+  author = {Alex, Tony and Atito, Sara and Mustafa, Armin and Awais, Muhammad and Jackson, Philip J. B.},
+  booktitle = {The Thirteenth International Conference on Learning Representations (ICLR)},
+  url = {https://openreview.net/forum?id=odU59TxdiB},
+  year = {2025}
+}
+"""
+"""BibTeX of the SSLAM paper, the citation of the local `evaluate` metric modules."""
 
 
 def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:

@@ -93,7 +93,12 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.run",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n" + __doc__.strip().split("\n\n")[-1],  # the docstring's last paragraph
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     probe = commands.add_parser("linear-probe", help="frozen-encoder (or log-mel baseline) linear probe")
     probe.add_argument("--model", help="saved SSLAM model folder; omit for the log-mel baseline")

@@ -11,6 +11,23 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
+LARGE_PRESET = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    decoder_hidden_size=1024,
+    decoder_num_layers=3,
+    decoder_kernel_size=5,
+    mask_prob=0.75,
+    mask_prob_adjust=0.1,
+    average_top_k_layers=24,
+    ema_anneal_end_step=150_000,
+)
+"""The fields [`SSLAMConfig.large`] changes from the base defaults: EAT-large shapes (D 1024, 24 blocks, 16 heads)
+and its pre-training settings. The one copy of the preset (`training.pretrain.MODEL_SIZES["large"]` uses it too)."""
+
+
 @strict
 class SSLAMConfig(PreTrainedConfig):
     r"""
@@ -131,21 +148,7 @@ class SSLAMConfig(PreTrainedConfig):
     @classmethod
     def large(cls, **kwargs) -> "SSLAMConfig":
         """EAT-large shapes (D 1024, 24 blocks, 16 heads) with its pre-training settings."""
-        preset = dict(
-            hidden_size=1024,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            intermediate_size=4096,
-            decoder_hidden_size=1024,
-            decoder_num_layers=3,
-            decoder_kernel_size=5,
-            mask_prob=0.75,
-            mask_prob_adjust=0.1,
-            average_top_k_layers=24,
-            ema_anneal_end_step=150_000,
-        )
-        preset.update(kwargs)
-        return cls(**preset)
+        return cls(**{**LARGE_PRESET, **kwargs})
 
 
-__all__ = ["SSLAMConfig"]
+__all__ = ["LARGE_PRESET", "SSLAMConfig"]

@@ -1,5 +1,6 @@
 """Tests for SSLAMFeatureExtractor and load_audio, checked against the fbank fixtures of the original code."""
 
+import io
 import json
 import re
 import warnings
@@ -430,6 +431,31 @@ def test_load_audio_averages_channels(tmp_path):
     np.testing.assert_array_equal(mono, decoded.mean(axis=1).astype(np.float32))
     with pytest.raises(ValueError, match=r"stereo\.flac has 2 channels.*average_channels=True"):
         load_audio(path, average_channels=False)
+
+
+def test_load_audio_reads_bytes_and_file_objects(tmp_path):
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([noise(8000, 0), noise(8000, 1)], axis=1), 8000, subtype="PCM_16")
+    from_path = load_audio(path)
+
+    assert from_path.shape == (16000,)  # 1 s at 8 kHz, averaged and resampled
+    np.testing.assert_array_equal(load_audio(path.read_bytes()), from_path)
+    np.testing.assert_array_equal(load_audio(io.BytesIO(path.read_bytes())), from_path)
+    with path.open("rb") as handle:
+        np.testing.assert_array_equal(load_audio(handle), from_path)
+    with pytest.raises(ValueError, match="Could not decode audio bytes"):
+        load_audio(b"\0" * 4096)
+
+
+def test_to_mono_16k_averages_the_channel_axis_then_resamples():
+    stereo = np.stack([noise(8000, 0), noise(8000, 1)])  # (channels, samples)
+    expected = audio_io.to_mono_16k(stereo.mean(axis=0), 8000)
+
+    assert expected.dtype == np.float32 and expected.shape == (16000,)
+    np.testing.assert_array_equal(audio_io.to_mono_16k(stereo, 8000), expected)
+    np.testing.assert_array_equal(audio_io.to_mono_16k(torch.from_numpy(stereo.T.copy()), 8000), expected)
+    one_sample = stereo[:, :1]  # (2 channels, 1 sample): the shorter-axis rule would misread it
+    assert audio_io.to_mono_16k(one_sample, 16000, channel_axis=0).tolist() == [one_sample.mean(dtype=np.float32)]
 
 
 def test_load_audio_falls_back_to_torchcodec(tmp_path, monkeypatch):

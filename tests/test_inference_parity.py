@@ -51,18 +51,6 @@ def converted_dirs(fixtures_dir, tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in CHECKPOINTS}
 
 
-@pytest.fixture(scope="session")
-def reference_data_dir() -> Path:
-    """`shared/reference/data`: env SSLAM_REFERENCE_DATA_DIR, else `<repo root>/../shared/reference/data`."""
-    path = Path(os.environ.get("SSLAM_REFERENCE_DATA_DIR", REPO_ROOT.parent / "shared" / "reference" / "data"))
-    if not path.is_dir():
-        message = f"Reference data not found at {path}; set SSLAM_REFERENCE_DATA_DIR."
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def fixture_inputs(fixtures_dir: Path) -> dict[str, torch.Tensor]:
     """Model inputs `(1, T, 128)` of every fixture clip, keyed by clip name."""
     paths = sorted((fixtures_dir / "inputs").glob("fbank_*.npy"))
@@ -226,24 +214,10 @@ def test_pretraining_folder_holds_student_decoder_and_ema_teacher(converted_dirs
     assert_same_tensors(model.sslam.state_dict(), main_weights)
 
 
-def read_label_rows(path: Path) -> list[list[str]]:
-    with path.open(newline="") as handle:
-        return [row for row in csv.reader(handle) if row]
-
-
 def write_label_rows(path: Path, rows: list[list[str]]) -> Path:
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     return path
-
-
-def checkpoint_label_rows(reference_data_dir: Path, fixtures_dir: Path) -> list[list[str]]:
-    """The AudioSet CSV rows of the fine-tuned checkpoint's classes, in its head order and indexed 0 .. n-1 (the whole
-    CSV when the checkpoint has all AudioSet classes)."""
-    rows_by_mid = {row[1]: row for row in read_label_rows(reference_data_dir / "labels.csv")}
-    labels = stored_checkpoint(fixtures_dir, "finetune")["task_state"]["labels"]
-    mids = sorted(labels, key=lambda mid: int(labels[mid]))
-    return [[str(index), mid, rows_by_mid[mid][2]] for index, mid in enumerate(mids)]
 
 
 def convert_finetuned_with_labels(fixtures_dir: Path, labels_csv: Path, output_dir: Path) -> None:
@@ -253,18 +227,17 @@ def convert_finetuned_with_labels(fixtures_dir: Path, labels_csv: Path, output_d
     ])
 
 
-def test_labels_csv_gives_display_names_in_checkpoint_order(reference_data_dir, fixtures_dir, tmp_path):
-    rows = checkpoint_label_rows(reference_data_dir, fixtures_dir)
-    labels_csv = reference_data_dir / "labels.csv"
-    if rows != read_label_rows(labels_csv):  # a checkpoint with a subset of the AudioSet classes
-        labels_csv = write_label_rows(tmp_path / "labels.csv", [["index", "mid", "display_name"], *rows])
-    convert_finetuned_with_labels(fixtures_dir, labels_csv, tmp_path / "out")
+def test_labels_csv_gives_display_names_in_checkpoint_order(
+    finetuned_label_rows, finetuned_labels_csv, fixtures_dir, tmp_path
+):
+    rows = finetuned_label_rows
+    convert_finetuned_with_labels(fixtures_dir, finetuned_labels_csv, tmp_path / "out")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert [config["id2label"][str(index)] for index in range(len(rows))] == [row[2] for row in rows]
 
 
-def test_labels_csv_with_a_wrong_mid_is_an_error(reference_data_dir, fixtures_dir, tmp_path):
-    rows = checkpoint_label_rows(reference_data_dir, fixtures_dir)
+def test_labels_csv_with_a_wrong_mid_is_an_error(finetuned_label_rows, fixtures_dir, tmp_path):
+    rows = [list(row) for row in finetuned_label_rows]
     wrong_mid = "/m/not_a_real_mid"
     rows[len(rows) // 2][1] = wrong_mid
     with pytest.raises(SystemExit) as error:

@@ -1,81 +1,29 @@
 # Copyright 2026 The sslam developers. Licensed under the MIT licence.
 """Batch assembly for SSLAM pre-training, run inside the DataLoader workers.
 
-Per batch: decode each clip, average its channels to mono, resample to 16 kHz, cut it to the clip length (the
-original keeps the first `max_length` frames; a random crop is available), compute the normalised filter bank, and draw
-the inverse block masks of each clip (and, for Stage 2, the unmixed windows of the batch) from generators seeded by
-`(seed, epoch, index)` of the items, so masks are reproducible and identical after a resume.
+Per batch: decode each clip with `modeling_sslam.audio_io.decode_audio` (channels averaged to mono, then resampled
+to 16 kHz: both are linear, so this equals resampling each channel, whereas the original training code resampled a
+`(samples, channels)` array along the wrong axis for stereo files), cut it to the clip length (the original keeps the
+first `max_length` frames; a random crop is available), compute the normalised filter bank, and draw the inverse block
+masks of each clip (and, for Stage 2, the unmixed windows of the batch) from generators seeded by `(seed, epoch,
+index)` of the items, so masks are reproducible and identical after a resume.
 """
 
 import hashlib
-import io
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import soundfile
 import torch
 
-from modeling_sslam.audio_io import load_audio
+from modeling_sslam.audio_io import decode_audio
 from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 from modeling_sslam.pretraining_sslam import compute_block_mask_2d, draw_unmixed_window_starts
 
 from .data import CROP_STREAM, MASK_STREAM, WINDOW_STREAM, seeded_generator
 
 CROP_MODES = ("start", "random")
-
-
-def _resample(waveform: torch.Tensor, sampling_rate: int, target_rate: int) -> torch.Tensor:
-    """`(samples,)` float32 -> `(samples',)` at `target_rate` with torchaudio's defaults (as the original)."""
-    if sampling_rate == target_rate:
-        return waveform
-    import torchaudio.functional
-
-    return torchaudio.functional.resample(waveform, orig_freq=int(sampling_rate), new_freq=target_rate)
-
-
-def _mono(samples: torch.Tensor) -> torch.Tensor:
-    """`(samples,)`, `(channels, samples)` or `(samples, channels)` -> `(samples,)`, averaging the shorter axis."""
-    if samples.ndim == 1:
-        return samples
-    if samples.ndim != 2:
-        raise ValueError(f"Expected 1-D or 2-D audio samples, got shape {tuple(samples.shape)}.")
-    return samples.mean(dim=int(samples.shape[0] > samples.shape[1]))
-
-
-def decode_audio(source, sampling_rate: int = 16000) -> np.ndarray:
-    """Decodes one audio reference to a float32 mono waveform in [-1, 1] at `sampling_rate`.
-
-    Channels are averaged before resampling (both are linear, so this equals resampling each channel; the original
-    training code resampled a `(samples, channels)` array along the wrong axis for stereo files).
-
-    Args:
-        source: a file path; a dict with `array` and `sampling_rate`; a dict with `bytes` and/or `path` (datasets'
-            `Audio(decode=False)`); or a torchcodec `AudioDecoder` (datasets' decoded audio).
-
-    Returns:
-        `np.ndarray` `(samples,)` float32.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        return load_audio(source, target_sampling_rate=sampling_rate)
-    if hasattr(source, "get_all_samples"):
-        decoded = source.get_all_samples()
-        samples, rate = decoded.data.float(), decoded.sample_rate
-    elif isinstance(source, dict) and source.get("array") is not None:
-        samples, rate = torch.as_tensor(np.asarray(source["array"], dtype=np.float32)), source["sampling_rate"]
-    elif isinstance(source, dict) and source.get("bytes") is not None:
-        array, rate = soundfile.read(io.BytesIO(source["bytes"]), dtype="float64", always_2d=True)
-        samples = torch.from_numpy(array).float()
-    elif isinstance(source, dict) and source.get("path") is not None:
-        return load_audio(source["path"], target_sampling_rate=sampling_rate)
-    else:
-        raise TypeError(
-            f"Cannot decode audio from {type(source).__name__}: expected a path, an AudioDecoder, or a dict with "
-            "'array' + 'sampling_rate', 'bytes' or 'path'."
-        )
-    return _resample(_mono(samples), rate, sampling_rate).numpy()
 
 
 def _split_item(item) -> tuple[object, tuple[int, int] | None]:

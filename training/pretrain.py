@@ -24,7 +24,7 @@ import torch
 import yaml
 from transformers import set_seed
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
+from modeling_sslam.configuration_sslam import LARGE_PRESET, SSLAMConfig
 from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
@@ -43,19 +43,7 @@ at 4 and the EMA schedule 0.9998 -> 0.99999 over 100k updates (restarted at Stag
 
 MODEL_SIZES = {
     "base": {},
-    "large": dict(
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        decoder_hidden_size=1024,
-        decoder_num_layers=3,
-        decoder_kernel_size=5,
-        mask_prob=0.75,
-        mask_prob_adjust=0.1,
-        average_top_k_layers=24,
-        ema_anneal_end_step=150_000,
-    ),
+    "large": dict(LARGE_PRESET),
     "tiny": dict(
         hidden_size=32,
         num_hidden_layers=2,

@@ -7,7 +7,7 @@ Load offline with ``evaluate.load("<abs path>/evaluation/metrics/sslam_accuracy"
 import datasets
 import evaluate
 
-from evaluation.metrics import accuracy
+from evaluation.metrics import SSLAM_CITATION, accuracy
 
 _DESCRIPTION = "Fraction of examples whose predicted class id equals the reference class id (in [0, 1])."
 
@@ -23,16 +23,6 @@ Example:
     {'accuracy': 0.6666666666666666}
 """
 
-_CITATION = """\
-@inproceedings{alex2025sslam,
-  title = {{SSLAM}: Enhancing Self-Supervised Models with Audio Mixtures for Polyphonic Soundscapes},
-  author = {Alex, Tony and Atito, Sara and Mustafa, Armin and Awais, Muhammad and Jackson, Philip J. B.},
-  booktitle = {The Thirteenth International Conference on Learning Representations (ICLR)},
-  url = {https://openreview.net/forum?id=odU59TxdiB},
-  year = {2025}
-}
-"""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS_DESCRIPTION)
 class SslamAccuracy(evaluate.Metric):
@@ -41,7 +31,7 @@ class SslamAccuracy(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=SSLAM_CITATION,
             inputs_description=_INPUTS_DESCRIPTION,
             features=datasets.Features(
                 {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}

@@ -9,7 +9,7 @@ nan-mean over classes; classes without positives are skipped). Load offline with
 import datasets
 import evaluate
 
-from evaluation.metrics import multilabel_metrics
+from evaluation.metrics import SSLAM_CITATION, multilabel_metrics
 
 _DESCRIPTION = (
     "Macro mean average precision (mAP), macro ROC AUC (mAUC) and d-prime of the mAUC for multi-label "
@@ -30,16 +30,6 @@ Example:
     1.0
 """
 
-_CITATION = """\
-@inproceedings{alex2025sslam,
-  title = {{SSLAM}: Enhancing Self-Supervised Models with Audio Mixtures for Polyphonic Soundscapes},
-  author = {Alex, Tony and Atito, Sara and Mustafa, Armin and Awais, Muhammad and Jackson, Philip J. B.},
-  booktitle = {The Thirteenth International Conference on Learning Representations (ICLR)},
-  url = {https://openreview.net/forum?id=odU59TxdiB},
-  year = {2025}
-}
-"""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _INPUTS_DESCRIPTION)
 class SslamMultilabel(evaluate.Metric):
@@ -48,7 +38,7 @@ class SslamMultilabel(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation=SSLAM_CITATION,
             inputs_description=_INPUTS_DESCRIPTION,
             features=datasets.Features(
                 {
