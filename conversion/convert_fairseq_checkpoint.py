@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from modeling_sslam.pretraining_sslam import SSLAMForPreTraining, native_pretraining_state_dict
 
 from .export import (
     ConvertedModel,
@@ -106,15 +106,12 @@ def build_pretraining_model(weights: NativeWeights, objective: str, source: str)
     """`SSLAMForPreTraining` with the student, decoder and EMA teacher of the checkpoint."""
     config = copy.deepcopy(weights.config)
     config.objective = objective
-    teacher = weights.teacher
-    if teacher is None:
+    if weights.teacher is None:
         note = "The checkpoint has no `_ema` teacher; the teacher was initialised as a copy of the student."
         logger.warning(note)
         weights.notes.append(note)
-        teacher = weights.encoder
     model = SSLAMForPreTraining(config)
-    state = prefixed("sslam.", weights.encoder) | prefixed("decoder.", weights.decoder) | prefixed("teacher.", teacher)
-    load_state_dict_strictly(model, state, source)
+    load_state_dict_strictly(model, native_pretraining_state_dict(weights), source)
     return model
 
 

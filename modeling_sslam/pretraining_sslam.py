@@ -488,6 +488,14 @@ class _TeacherTargets:
     dropped_input: torch.Tensor | None = None  # (B, 1 + kept, D), Stage 2 with intermediates
 
 
+def native_pretraining_state_dict(weights) -> dict[str, torch.Tensor]:
+    """`SSLAMForPreTraining` state dict of converted fairseq weights (`NativeWeights`): student = `encoder`, decoder =
+    `decoder`, teacher = `teacher` (a copy of the student when the checkpoint has no `_ema`)."""
+    teacher = weights.encoder if weights.teacher is None else weights.teacher
+    parts = {"sslam.": weights.encoder, "decoder.": weights.decoder, "teacher.": teacher}
+    return {prefix + key: tensor for prefix, part in parts.items() for key, tensor in part.items()}
+
+
 class SSLAMForPreTraining(SSLAMPreTrainedModel):
     """SSLAM / EAT pre-training: student encoder `sslam`, CNN `decoder`, frozen EMA `teacher` (always eval, never
     trained, kept in float32 and run without autocast). `config.objective` selects Stage 1 (`"eat"`) or Stage 2
@@ -557,18 +565,12 @@ class SSLAMForPreTraining(SSLAMPreTrainedModel):
     @classmethod
     def from_native_weights(cls, weights, **config_overrides) -> "SSLAMForPreTraining":
         """Builds the model from a converted fairseq pre-training checkpoint (`conversion.fairseq_checkpoint.
-        NativeWeights`): student = `encoder`, decoder = `decoder`, teacher = `teacher` (the student when the
-        checkpoint has no `_ema`); strict loads. `config_overrides` set config fields (e.g. `objective="eat"`)."""
+        NativeWeights`, see `native_pretraining_state_dict`) with a strict load. `config_overrides` set config fields
+        (e.g. `objective="eat"`)."""
         if weights.decoder is None:
             raise ValueError(f"a {weights.kind!r} checkpoint has no decoder; a pre-training checkpoint is needed.")
-        config = SSLAMConfig(**{**weights.config.to_dict(), **config_overrides})
-        model = cls(config)
-        model.sslam.load_state_dict(weights.encoder, strict=True)
-        model.decoder.load_state_dict(weights.decoder, strict=True)
-        if weights.teacher is None:
-            model.init_teacher_from_student()
-        else:
-            model.teacher.load_state_dict(weights.teacher, strict=True)
+        model = cls(SSLAMConfig(**{**weights.config.to_dict(), **config_overrides}))
+        model.load_state_dict(native_pretraining_state_dict(weights), strict=True)
         return model
 
     def ema_decay_at(self, step: int) -> float:
@@ -866,6 +868,7 @@ __all__ = [
     "SSLAMForPreTraining",
     "SSLAMForPreTrainingOutput",
     "build_source_retention_target",
+    "native_pretraining_state_dict",
     "build_teacher_targets",
     "check_unmixed_window_geometry",
     "compute_block_mask_2d",
