@@ -210,12 +210,18 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + f"\n\nWall time: {timing}.\n"
 
 
-def plot_losses(runs: list[StageRun], path: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_losses(runs: list[StageRun], path: Path) -> None:
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.5), squeeze=False)
     for axis, run in zip(axes[0], runs):
         terms = sorted({key for entry in run.log_history for key in entry if key.endswith("_loss") or key == "loss"})
@@ -234,11 +240,7 @@ def plot_losses(runs: list[StageRun], path: Path) -> None:
 
 
 def plot_scores(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = [f"{set_name}_{kind}" for set_name, kind, _ in PROBE_TASKS]
     names = list(results["scores"])
     width = 0.8 / len(names)

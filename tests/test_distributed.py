@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from modeling_sslam.configuration_sslam import SSLAMConfig
 from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 from training.data import EpochShuffleSampler
-from training.pretrain import build_trainer, main, parse_args
+from training.pretrain import MODEL_SIZES, build_trainer, main, parse_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -33,18 +33,8 @@ TINY_FLAGS = [
     "--seed", "3", "--ema_sync_check_steps", "1",
 ]  # fmt: skip
 
-STAGE1_TINY = dict(
-    objective="eat",
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=128,
-    decoder_hidden_size=16,
-    decoder_num_layers=2,
-    average_top_k_layers=2,
-    max_length=256,
-    clone_batch=2,
-)  # a Stage-1 model to continue with Stage 2
+# a Stage-1 model to continue with Stage 2
+STAGE1_TINY = dict(MODEL_SIZES["tiny"], objective="eat", max_length=256, clone_batch=2)
 
 pytestmark = pytest.mark.skipif(not ACCELERATE.exists(), reason=f"{ACCELERATE} not found")
 
