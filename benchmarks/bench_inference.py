@@ -7,7 +7,7 @@ batch of 32 clips per call (reported per clip).
 Reference on this machine kind (the original fairseq code): 4.23 s median for the fp32 batch of 8 (0.53 s per clip)
 and 2.9 ms per clip for its torchaudio fbank.
 
-    python -m benchmarks.bench_inference [--repeats 5] [--threads 2]
+    python -m sslam.benchmarks.bench_inference [--repeats 5] [--threads 2]
 """
 
 import argparse
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from modeling_sslam import SSLAMConfig, SSLAMFeatureExtractor, SSLAMModel
+from sslam.modeling_sslam import SSLAMConfig, SSLAMFeatureExtractor, SSLAMModel
 
 ORIGINAL_FP32_BATCH_SECONDS = 4.23
 ORIGINAL_FBANK_MS_PER_CLIP = 2.9

@@ -11,14 +11,14 @@ Prints Markdown tables.
    `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the kernel's resident-set high-water mark, which counts torch's
    allocations, unlike tracemalloc) and "step peak" is that mark minus the resident set just before the first step
    (model and inputs already built).
-2. Samples/s of `python -m training.pretrain` on synthetic 10 s clips with the same model (fbank in the main process,
+2. Samples/s of `python -m sslam.training.pretrain` on synthetic 10 s clips with the same model (fbank in the main process,
    `num_workers 0`): one process with 2 threads vs `accelerate launch` with 2 CPU processes of 1 thread each
    (gloo), 4 clips per process and step; the Trainer's `train_samples_per_second` over `--train_steps` steps
    (first step included).
 
 Reference on this machine kind (the original fairseq code, same step): 1.17 s median fp32 step, 0.46 s forward alone.
 
-    python -m benchmarks.bench_pretraining_step [--repeats 10] [--threads 2] [--train_steps 8] [--skip_throughput]
+    python -m sslam.benchmarks.bench_pretraining_step [--repeats 10] [--threads 2] [--train_steps 8] [--skip_throughput]
 """
 
 import argparse
@@ -37,8 +37,8 @@ import numpy as np
 import soundfile
 import torch
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining, compute_pretraining_masks, draw_unmixed_window_starts
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining, compute_pretraining_masks, draw_unmixed_window_starts
 
 ORIGINAL_STEP_SECONDS = 1.17
 ORIGINAL_FORWARD_SECONDS = 0.46

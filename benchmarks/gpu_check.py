@@ -4,9 +4,9 @@
 2. One Stage-2 (SSLAM) training step at base size under bf16 autocast: finite loss and gradients, teacher kept fp32.
 3. Inference time of the base encoder, batch 8 x 10 s: fp32 SDPA and bf16 autocast.
 
-    python -m conversion.convert_fairseq_checkpoint --checkpoint_path ../shared/fixtures/checkpoints/sslam_pretrain_tiny.pt \
+    python -m sslam.conversion.convert_fairseq_checkpoint --checkpoint_path ../shared/fixtures/checkpoints/sslam_pretrain_tiny.pt \
         --pytorch_dump_folder_path converted/pretrain   # and sslam_finetuned_tiny.pt -> converted/finetuned
-    python -m benchmarks.gpu_check --fixtures ../shared/fixtures --converted converted
+    python -m sslam.benchmarks.gpu_check --fixtures ../shared/fixtures --converted converted
 """
 
 import argparse
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-import modeling_sslam  # noqa: F401
-from modeling_sslam import SSLAMConfig, SSLAMForPreTraining, SSLAMModel
+import sslam.modeling_sslam  # noqa: F401
+from sslam.modeling_sslam import SSLAMConfig, SSLAMForPreTraining, SSLAMModel
 from transformers import AutoModel, AutoModelForAudioClassification
 
 

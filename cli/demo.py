@@ -82,7 +82,7 @@ class StageRun:
 
 def pretraining_argv(settings: DemoSettings, output_dir: Path, objective: str, steps: int, init_from=None) -> list:
     """Flags of `training.pretrain` for one demo stage."""
-    from demo_data.loader import DEMO_DIR
+    from sslam.demo_data.loader import DEMO_DIR
 
     stage1 = init_from is None
     argv = [
@@ -113,7 +113,7 @@ def pretraining_argv(settings: DemoSettings, output_dir: Path, objective: str, s
 
 
 def run_stage(name: str, settings: DemoSettings, root: Path, objective: str, steps: int, init_from=None) -> StageRun:
-    from training.pretrain import main as pretrain
+    from sslam.training.pretrain import main as pretrain
 
     output_dir = root / name
     print(f"\n== {name}: {objective} objective, {steps} steps ==", flush=True)
@@ -126,7 +126,7 @@ def run_stage(name: str, settings: DemoSettings, root: Path, objective: str, ste
 
 def random_init_encoder(settings: DemoSettings, stage1: StageRun):
     """The Stage-1 architecture with freshly initialised weights (same seed)."""
-    from modeling_sslam import SSLAMConfig, SSLAMModel
+    from sslam.modeling_sslam import SSLAMConfig, SSLAMModel
 
     config = SSLAMConfig.from_pretrained(stage1.folder / "encoder")
     torch.manual_seed(settings.seed)
@@ -135,7 +135,7 @@ def random_init_encoder(settings: DemoSettings, stage1: StageRun):
 
 def load_probe_data(settings: DemoSettings) -> dict:
     """`{(set, "mono"|"poly"): (train, test)}` with `(waveforms, targets)` pairs; a seeded subset when limited."""
-    import demo_data
+    import sslam.demo_data as demo_data
 
     data = {}
     for set_name in DEMO_SETS:
@@ -164,8 +164,8 @@ def probe_all(encoders: dict, probe_data: dict, settings: DemoSettings) -> dict:
     """Linear-probe scores `{encoder: {"<set>_<mono|poly>": score}}` (fractions)."""
     from tqdm.auto import tqdm
 
-    from evaluation.linear_probe import run_linear_probe
-    from modeling_sslam import SSLAMFeatureExtractor
+    from sslam.evaluation.linear_probe import run_linear_probe
+    from sslam.modeling_sslam import SSLAMFeatureExtractor
 
     extractor = SSLAMFeatureExtractor(target_length=settings.clip_frames)
     scores = {}
@@ -261,8 +261,8 @@ def plot_scores(results: dict, path: Path) -> None:
 
 def save_encoders(encoders: dict, root: Path, results: dict, settings: DemoSettings) -> None:
     """Each encoder as an AutoModel folder with the feature extractor and a model card carrying its scores."""
-    from model_cards import write_model_card
-    from modeling_sslam import SSLAMFeatureExtractor
+    from sslam.model_cards import write_model_card
+    from sslam.modeling_sslam import SSLAMFeatureExtractor
 
     extractor = SSLAMFeatureExtractor(target_length=settings.clip_frames)
     for name, model in encoders.items():
@@ -290,7 +290,7 @@ def save_encoders(encoders: dict, root: Path, results: dict, settings: DemoSetti
 def run(settings: DemoSettings, root: Path) -> dict:
     from transformers import AutoModel
 
-    import modeling_sslam  # noqa: F401  (Auto classes)
+    import sslam.modeling_sslam  # noqa: F401  (Auto classes)
 
     torch.set_num_threads(settings.threads)
     root.mkdir(parents=True, exist_ok=True)

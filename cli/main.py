@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--device", default="cpu")
 
     for name, help_text in [
-        ("pretrain", "Stage 1 / Stage 2 pre-training (same options as python -m training.pretrain)"),
-        ("evaluate", "linear-probe or fine-tune evaluation (same options as python -m evaluation.run)"),
-        ("convert", "convert an original fairseq checkpoint (python -m conversion.convert_fairseq_checkpoint)"),
-        ("convert-hub", "migrate a Hub remote-code EAT/SSLAM folder (python -m conversion.convert_hub_checkpoint)"),
+        ("pretrain", "Stage 1 / Stage 2 pre-training (same options as python -m sslam.training.pretrain)"),
+        ("evaluate", "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)"),
+        ("convert", "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)"),
+        ("convert-hub", "migrate a Hub remote-code EAT/SSLAM folder (python -m sslam.conversion.convert_hub_checkpoint)"),
         ("demo", "the main job: mini-SSLAM on the bundled real audio, end to end"),
     ]:
         sub = commands.add_parser(name, help=help_text, add_help=False)
@@ -74,7 +74,7 @@ def _positive_int(text: str) -> int:
 
 def read_audio(path: str, sampling_rate: int):
     """`load_audio`, with a clean exit (message naming the file) for a missing or undecodable file."""
-    from modeling_sslam.audio_io import load_audio
+    from sslam.modeling_sslam.audio_io import load_audio
 
     try:
         return load_audio(path, target_sampling_rate=sampling_rate)
@@ -93,7 +93,7 @@ def run_embed(args) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from modeling_sslam.embedding import embed_long_audio, extract_embeddings
+    from sslam.modeling_sslam.embedding import embed_long_audio, extract_embeddings
 
     if args.output:
         stems = [Path(path).stem for path in args.audio]
@@ -158,7 +158,7 @@ def run_classify(args) -> None:
 
 
 def load_model_and_extractor(folder: str, device: str, classification: bool):
-    import modeling_sslam  # noqa: F401  (registers the Auto classes)
+    import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
     try:
@@ -182,15 +182,15 @@ def load_model_and_extractor(folder: str, device: str, classification: bool):
 def delegate(command: str, argv: list[str]) -> None:
     """Runs the module behind a command with the remaining arguments."""
     if command == "pretrain":
-        from training.pretrain import main
+        from sslam.training.pretrain import main
     elif command == "evaluate":
-        from evaluation.run import main
+        from sslam.evaluation.run import main
     elif command == "convert":
-        from conversion.convert_fairseq_checkpoint import main
+        from sslam.conversion.convert_fairseq_checkpoint import main
     elif command == "convert-hub":
-        from conversion.convert_hub_checkpoint import main
+        from sslam.conversion.convert_hub_checkpoint import main
     else:
-        from cli.demo import main
+        from sslam.cli.demo import main
     main(argv)
 
 

@@ -12,7 +12,7 @@ records it.
 
 Example:
 
-    python -m conversion.convert_fairseq_checkpoint --checkpoint_path SSLAM_AS2M_finetuned.pt \\
+    python -m sslam.conversion.convert_fairseq_checkpoint --checkpoint_path SSLAM_AS2M_finetuned.pt \\
         --pytorch_dump_folder_path sslam-as2m --labels_csv class_labels_indices.csv \\
         --verify_input test.wav --verify_reference original_outputs.safetensors
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining, native_pretraining_state_dict
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining, native_pretraining_state_dict
 
 from .export import (
     ConvertedModel,
@@ -160,7 +160,7 @@ def convert_fairseq_checkpoint(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = conversion_parser(
         __doc__,
-        prog="python -m conversion.convert_fairseq_checkpoint",
+        prog="python -m sslam.conversion.convert_fairseq_checkpoint",
         source_flag="--checkpoint_path",
         source_help="fairseq checkpoint (.pt) of SSLAM or EAT.",
     )

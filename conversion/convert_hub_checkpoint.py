@@ -11,7 +11,7 @@ original (fairseq) model uses 1e-6; the native model uses the original 1e-6.
 
 Example:
 
-    python -m conversion.convert_hub_checkpoint --input_dir SSLAM_AS2M_Finetuned/ --pytorch_dump_folder_path sslam-as2m
+    python -m sslam.conversion.convert_hub_checkpoint --input_dir SSLAM_AS2M_Finetuned/ --pytorch_dump_folder_path sslam-as2m
 """
 
 import argparse
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 from .export import (
     ConvertedModel,
@@ -198,7 +198,7 @@ def convert_hub_checkpoint(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = conversion_parser(
         __doc__,
-        prog="python -m conversion.convert_hub_checkpoint",
+        prog="python -m sslam.conversion.convert_hub_checkpoint",
         source_flag="--input_dir",
         source_help="Local copy of the remote-code repository.",
     )

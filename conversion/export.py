@@ -14,10 +14,10 @@ import torch
 from huggingface_hub import constants, create_repo, get_token, upload_folder
 from torch import nn
 
-import modeling_sslam  # noqa: F401  (registers the Auto classes, so save_pretrained writes auto_map + code files)
-from modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
-from model_cards.generate import write_model_card
+import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes, so save_pretrained writes auto_map + code files)
+from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.model_cards.generate import write_model_card
 
 from .fairseq_checkpoint import CheckpointError
 from .labels import LabelsError, label_maps, resolve_label_names

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.modeling_sslam import build_2d_sincos_position_table
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.modeling_sslam import build_2d_sincos_position_table
 
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from modeling_sslam.audio_io import load_audio
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.audio_io import load_audio
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 
 REFERENCE_TOLERANCE = 1e-4

@@ -4,7 +4,7 @@ Sets: ``pretrain`` (unlabelled chunks), ``events`` (0AD-17 events), ``instrument
 and polyphonic mixtures of the two labelled sets. See ``README.md`` and :mod:`demo_data.loader`.
 """
 
-from demo_data.loader import (
+from sslam.demo_data.loader import (
     DEMO_DIR,
     EXAMPLE_CLIP,
     LABELLED_SETS,

@@ -3,7 +3,7 @@
 Run ``demo_data/build.sh``: it downloads and extracts the packages into a work folder laid out as
 ``<work>/x/<debian package>/``, ``<work>/x/0ad-audio/audio/`` (0 A.D.'s audio, unzipped from its
 ``public.zip``), ``<work>/npm/package/`` (supersonic-scsynth-samples), ``<work>/pylib/`` (tinysoundfont, put
-on PYTHONPATH) and ``<work>/versions.tsv`` (package name, version), then calls ``python -m demo_data.build``
+on PYTHONPATH) and ``<work>/versions.tsv`` (package name, version), then calls ``python -m sslam.demo_data.build``
 from the repo root. Everything is seeded, so a rebuild from the same package versions reproduces the
 manifests, including their PCM hashes.
 
@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from demo_data.loader import SAMPLE_RATE, pcm_sha256, read_pcm
+from sslam.demo_data.loader import SAMPLE_RATE, pcm_sha256, read_pcm
 
 SEED = 20251126
 OGG_COMPRESSION_LEVEL = 0.7  # libsndfile level 0.7 = Vorbis quality 0.3, about 38 kbit/s at 16 kHz mono

@@ -148,7 +148,7 @@ def materialize_mixture(recipe: Mapping, clips: Mapping[str, np.ndarray]) -> np.
     The sum is then scaled so its peak equals ``recipe["peak"]``. The mixing itself is
     `evaluation.mixing.mix_waveforms` (numpy only), the same code as the evaluation's polyphonic benchmarks.
     """
-    from evaluation.mixing import mix_waveforms
+    from sslam.evaluation.mixing import mix_waveforms
 
     components = recipe["components"]
     return mix_waveforms(

@@ -5,7 +5,7 @@ Classifier: standardisation + logistic regression (one-vs-rest for the multi-lab
 Prints test accuracy for ``events`` and ``instruments`` and test mAP (macro) for their mixtures, each beside
 a chance level (majority class; constant score).
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m demo_data.weak_baseline
+    OMP_NUM_THREADS=1 .venv/bin/python -m sslam.demo_data.weak_baseline
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchaudio.compliance.kaldi import fbank
 
-from demo_data.loader import SAMPLE_RATE, LABELLED_SETS, class_names, load_labelled, load_mixtures
+from sslam.demo_data.loader import SAMPLE_RATE, LABELLED_SETS, class_names, load_labelled, load_mixtures
 
 MIN_SAMPLES = 400  # one 25 ms frame
 

@@ -23,8 +23,8 @@ import numpy as np
 import soundfile as sf
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
-from evaluation.mixing import mix_sources
-from modeling_sslam.audio_io import decode_audio
+from sslam.evaluation.mixing import mix_sources
+from sslam.modeling_sslam.audio_io import decode_audio
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aif", ".aiff"})
 SAMPLING_RATE = 16_000

@@ -32,9 +32,9 @@ from datasets import ClassLabel, Dataset
 from torchaudio.transforms import FrequencyMasking, TimeMasking
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
-from evaluation.datasets_io import SAMPLING_RATE, class_names, label_column, label_targets, load_waveform, multi_hot
-from evaluation.metrics import accuracy, multilabel_metrics
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.evaluation.datasets_io import SAMPLING_RATE, class_names, label_column, label_targets, load_waveform, multi_hot
+from sslam.evaluation.metrics import accuracy, multilabel_metrics
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 
 LabelFormat = Literal["class_id", "class_ids", "multi_hot"]
 _BLOCK_PATTERN = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")

@@ -27,9 +27,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.datasets_io import SAMPLING_RATE, label_targets, load_waveform
-from evaluation.metrics import accuracy, multilabel_metrics
-from modeling_sslam.embedding import extract_embeddings as embed
+from sslam.evaluation.datasets_io import SAMPLING_RATE, label_targets, load_waveform
+from sslam.evaluation.metrics import accuracy, multilabel_metrics
+from sslam.modeling_sslam.embedding import extract_embeddings as embed
 
 Pooling = Literal["cls", "mean"]
 AudioData = Union[Dataset, tuple[Sequence[np.ndarray], np.ndarray]]

@@ -1,13 +1,13 @@
-"""Command line for linear probes and fine-tuning (``python -m evaluation.run`` / ``sslam evaluate``).
+"""Command line for linear probes and fine-tuning (``python -m sslam.evaluation.run`` / ``sslam evaluate``).
 
 Data is ``--data DIR`` (an audio folder ``DIR/{train,test}/<label>/<file>``) or ``--train`` and ``--test``, each an
 audio folder (``DIR/<label>/<file>``), a CSV/TSV manifest with ``path`` and ``label``/``labels`` columns or an original
 fairseq ``.tsv`` (with its ``.lbl`` next to it); both splits must have the same classes. Files are decoded with
 soundfile, so no FFmpeg is needed. ``--polyphonic K`` turns single-label data into seeded K-source mixtures first.
 
-    python -m evaluation.run linear-probe --data data/esc50                                    # log-mel baseline
-    python -m evaluation.run linear-probe --model converted/sslam-base --data data/esc50 --polyphonic 3
-    python -m evaluation.run finetune --model converted/sslam-base --recipe esc50 --train data/train \\
+    python -m sslam.evaluation.run linear-probe --data data/esc50                                    # log-mel baseline
+    python -m sslam.evaluation.run linear-probe --model converted/sslam-base --data data/esc50 --polyphonic 3
+    python -m sslam.evaluation.run finetune --model converted/sslam-base --recipe esc50 --train data/train \\
         --test data/test --output-dir runs/esc50 --max-steps 200
 """
 
@@ -20,16 +20,16 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from evaluation.datasets_io import (
+from sslam.evaluation.datasets_io import (
     build_polyphonic_mixtures,
     class_names,
     load_audiofolder,
     load_fairseq_manifest,
     load_manifest,
 )
-from evaluation.finetune import RECIPES, build_finetune_trainer
-from evaluation.linear_probe import EmbeddingCache, run_linear_probe
-from modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
+from sslam.evaluation.finetune import RECIPES, build_finetune_trainer
+from sslam.evaluation.linear_probe import EmbeddingCache, run_linear_probe
+from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
 
 
 def load_data(path: str | Path) -> Dataset:
@@ -52,7 +52,7 @@ def linear_probe(args: argparse.Namespace) -> dict[str, float]:
     extractor = SSLAMFeatureExtractor.from_dataset_stats(args.normalization, target_length=args.target_length)
     model = None
     if args.model:
-        from modeling_sslam.modeling_sslam import SSLAMModel
+        from sslam.modeling_sslam.modeling_sslam import SSLAMModel
 
         model = SSLAMModel.from_pretrained(args.model).to(args.device)
     cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
@@ -63,7 +63,7 @@ def linear_probe(args: argparse.Namespace) -> dict[str, float]:
 
 
 def finetune(args: argparse.Namespace) -> dict[str, float]:
-    from modeling_sslam.modeling_sslam import SSLAMForAudioClassification
+    from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification
 
     train, test = _splits(args)
     recipe = RECIPES[args.recipe]
@@ -94,7 +94,7 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m evaluation.run",
+        prog="python -m sslam.evaluation.run",
         description=__doc__.split("\n\n")[0],
         epilog="examples:\n" + __doc__.strip().split("\n\n")[-1],  # the docstring's last paragraph
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,6 +1,6 @@
 """Model-card generation for SSLAM checkpoints (Jinja2 templates + huggingface_hub metadata)."""
 
-from model_cards.generate import (
+from sslam.model_cards.generate import (
     ORIGINAL_AS2M_FINETUNING,
     ORIGINAL_PRETRAINING,
     Result,

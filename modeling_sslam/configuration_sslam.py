@@ -65,7 +65,7 @@ class SSLAMConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from modeling_sslam import SSLAMConfig, SSLAMModel
+    >>> from sslam.modeling_sslam import SSLAMConfig, SSLAMModel
     >>> config = SSLAMConfig()  # SSLAM / EAT base
     >>> model = SSLAMModel(config)
     ```

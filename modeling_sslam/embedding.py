@@ -10,7 +10,7 @@ Example:
 ```python
 >>> import modeling_sslam
 >>> from transformers import AutoFeatureExtractor, AutoModel
->>> from modeling_sslam.embedding import extract_embeddings
+>>> from sslam.modeling_sslam.embedding import extract_embeddings
 >>> model = AutoModel.from_pretrained("path/to/sslam").eval()
 >>> extractor = AutoFeatureExtractor.from_pretrained("path/to/sslam")
 >>> cls = extract_embeddings(model, extractor, waveform, sampling_rate=16000, pooling="cls")  # (1, D) numpy

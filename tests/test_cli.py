@@ -1,4 +1,4 @@
-"""The `sslam` command line (`python -m cli.main`): classify and embed the original repo's reference clips.
+"""The `sslam` command line (`python -m sslam.cli.main`): classify and embed the original repo's reference clips.
 
 The fine-tuned fixture checkpoint is converted once (with the AudioSet display names of `labels.csv`); the CLI's scores
 and embeddings are checked against the same model run in-process on the same clips.
@@ -17,10 +17,10 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-import modeling_sslam  # noqa: F401  (registers the Auto classes)
-from cli.main import main as sslam_main
-from modeling_sslam.audio_io import load_audio
-from modeling_sslam.embedding import extract_embeddings, window_starts
+import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
+from sslam.cli.main import main as sslam_main
+from sslam.modeling_sslam.audio_io import load_audio
+from sslam.modeling_sslam.embedding import extract_embeddings, window_starts
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -203,10 +203,10 @@ def test_sslam_help_runs_as_a_module():
         ([], "sslam classify clip.wav"),
         (["embed"], "sslam embed clip.wav"),
         (["classify"], "sslam classify clip.wav"),
-        (["pretrain"], "python -m training.pretrain --preset stage1"),
-        (["evaluate"], "python -m evaluation.run linear-probe"),
-        (["convert"], "python -m conversion.convert_fairseq_checkpoint --checkpoint_path"),
-        (["convert-hub"], "python -m conversion.convert_hub_checkpoint --input_dir"),
+        (["pretrain"], "python -m sslam.training.pretrain --preset stage1"),
+        (["evaluate"], "python -m sslam.evaluation.run linear-probe"),
+        (["convert"], "python -m sslam.conversion.convert_fairseq_checkpoint --checkpoint_path"),
+        (["convert-hub"], "python -m sslam.conversion.convert_hub_checkpoint --input_dir"),
         (["demo"], "sslam demo --quick"),
     ],
     ids=lambda value: " ".join(value) or "sslam" if isinstance(value, list) else None,

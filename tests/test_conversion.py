@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conversion import export
-from conversion.convert_fairseq_checkpoint import convert_fairseq_checkpoint
-from conversion.convert_fairseq_checkpoint import main as convert_main
-from conversion.convert_hub_checkpoint import convert_hub_checkpoint
-from conversion.fairseq_checkpoint import CheckpointError, load_checkpoint_safely
-from conversion.labels import LabelsError, read_labels_csv
-from modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.conversion import export
+from sslam.conversion.convert_fairseq_checkpoint import convert_fairseq_checkpoint
+from sslam.conversion.convert_fairseq_checkpoint import main as convert_main
+from sslam.conversion.convert_hub_checkpoint import convert_hub_checkpoint
+from sslam.conversion.fairseq_checkpoint import CheckpointError, load_checkpoint_safely
+from sslam.conversion.labels import LabelsError, read_labels_csv
+from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

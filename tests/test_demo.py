@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-import demo_data
-from cli.demo import ENCODERS, PROBE_TASKS
+import sslam.demo_data as demo_data
+from sslam.cli.demo import ENCODERS, PROBE_TASKS
 
 REPO = demo_data.DEMO_DIR.parent
 
@@ -52,7 +52,7 @@ def test_quick_demo_plots_and_loss_terms(quick_run):
 
 
 def test_quick_demo_saves_loadable_encoders_with_cards(quick_run):
-    import modeling_sslam  # noqa: F401
+    import sslam.modeling_sslam  # noqa: F401
     from transformers import AutoFeatureExtractor, AutoModel
 
     output_dir, _ = quick_run

@@ -5,8 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from demo_data import loader
-from demo_data.loader import (
+from sslam.demo_data import loader
+from sslam.demo_data.loader import (
     DEMO_DIR,
     EXAMPLE_CLIP,
     SAMPLE_RATE,

@@ -1,4 +1,4 @@
-"""Data-parallel pre-training on 2 CPU processes (gloo) with `accelerate launch -m training.pretrain`.
+"""Data-parallel pre-training on 2 CPU processes (gloo) with `accelerate launch -m sslam.training.pretrain`.
 
 Stage 1: two processes with 2 clips each make the same update as one process accumulating two micro-batches of 2
 (the original optimises per-device micro-batches; see training/trainer.py). Stage 2: one 2-process step equals the
@@ -19,10 +19,10 @@ import soundfile
 import torch
 from safetensors.torch import load_file
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
-from training.data import EpochShuffleSampler
-from training.pretrain import MODEL_SIZES, build_trainer, main, parse_args
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from sslam.training.data import EpochShuffleSampler
+from sslam.training.pretrain import MODEL_SIZES, build_trainer, main, parse_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"

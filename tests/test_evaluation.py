@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 from datasets import Audio, DatasetDict
 
-from evaluation import datasets_io as dio
-from evaluation.finetune import (
+from sslam.evaluation import datasets_io as dio
+from sslam.evaluation.finetune import (
     RECIPES,
     AudioClassificationCollator,
     SpectrogramAugmentation,
@@ -19,10 +19,10 @@ from evaluation.finetune import (
     label_config,
     layer_decay_parameter_groups,
 )
-from evaluation.linear_probe import EmbeddingCache, compute_features, run_linear_probe
-from evaluation.run import main as run_cli
-from modeling_sslam import SSLAMConfig, SSLAMForAudioClassification, SSLAMModel
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.evaluation.linear_probe import EmbeddingCache, compute_features, run_linear_probe
+from sslam.evaluation.run import main as run_cli
+from sslam.modeling_sslam import SSLAMConfig, SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 
 SR = 16_000
 TONES_HZ = (300.0, 800.0, 2000.0, 5000.0)

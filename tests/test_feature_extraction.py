@@ -11,9 +11,9 @@ import soundfile
 import torch
 from transformers.testing_utils import CaptureLogger
 
-from modeling_sslam import audio_io, feature_extraction_sslam
-from modeling_sslam.audio_io import load_audio
-from modeling_sslam.feature_extraction_sslam import (
+from sslam.modeling_sslam import audio_io, feature_extraction_sslam
+from sslam.modeling_sslam.audio_io import load_audio
+from sslam.modeling_sslam.feature_extraction_sslam import (
     NORMALIZATION_STATS,
     SSLAMFeatureExtractor,
     is_torchaudio_available,

@@ -1,6 +1,6 @@
 """Converting the fixture fairseq checkpoints with the CLI reproduces the original model's outputs.
 
-The two tiny checkpoints are converted once per session with `python -m conversion.convert_fairseq_checkpoint` and
+The two tiny checkpoints are converted once per session with `python -m sslam.conversion.convert_fairseq_checkpoint` and
 loaded through the Auto classes; every hidden state, the last hidden state, the CLS feature and the logits must match
 the outputs of the original code (`inference/*.safetensors`) within 1e-5 for eager and SDPA attention.
 """
@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, AutoModelForAudioClassification
 
-import modeling_sslam  # noqa: F401  (registers the Auto classes)
-from conversion.convert_fairseq_checkpoint import main as convert_main
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
+from sslam.conversion.convert_fairseq_checkpoint import main as convert_main
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def assert_same_tensors(actual: dict[str, torch.Tensor], expected: dict[str, tor
 
 
 def test_pretraining_folder_holds_student_decoder_and_ema_teacher(converted_dirs, fixtures_dir):
-    from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+    from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
     model = SSLAMForPreTraining.from_pretrained(converted_dirs["pretrain"], subfolder="pretraining")
     stored = stored_checkpoint(fixtures_dir, "pretrain")["model"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from modeling_sslam.pretraining_sslam import (
+from sslam.modeling_sslam.pretraining_sslam import (
     build_source_retention_target,
     build_teacher_targets,
     check_unmixed_window_geometry,

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
-from evaluation import metrics
+from sslam.evaluation import metrics
 
 SEEDS = (0, 1, 2, 3)
 

@@ -26,12 +26,12 @@ from transformers import (
     pipeline,
 )
 
-import modeling_sslam  # noqa: F401  (registers the Auto classes)
-from conversion.convert_fairseq_checkpoint import convert_fairseq_checkpoint
-from modeling_sslam.audio_io import load_audio
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
+from sslam.conversion.convert_fairseq_checkpoint import convert_fairseq_checkpoint
+from sslam.modeling_sslam.audio_io import load_audio
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 
 TOLERANCE = 1e-5  # SPEC "Corrections": inference parity, eager and SDPA alike
@@ -161,7 +161,7 @@ import importlib.abc, json, sys
 
 class RefuseProjectPackages(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"modeling_sslam", "conversion"}:
+        if name.split(".")[0] in {"sslam", "modeling_sslam", "conversion"}:
             raise ImportError(f"the project package {name} must not be used here")
         return None
 

@@ -5,8 +5,8 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from model_cards import ORIGINAL_AS2M_FINETUNING, Result, build_model_card, write_model_card
-from modeling_sslam import SSLAMConfig
+from sslam.model_cards import ORIGINAL_AS2M_FINETUNING, Result, build_model_card, write_model_card
+from sslam.modeling_sslam import SSLAMConfig
 
 PAPER = "https://arxiv.org/abs/2506.12222"
 

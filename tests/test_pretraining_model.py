@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from conversion.fairseq_checkpoint import NativeWeights
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.modeling_sslam import SSLAMModel
-from modeling_sslam.pretraining_sslam import (
+from sslam.conversion.fairseq_checkpoint import NativeWeights
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.modeling_sslam import SSLAMModel
+from sslam.modeling_sslam.pretraining_sslam import (
     RepresentationCollapseError,
     SSLAMForPreTraining,
     build_teacher_targets,

@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conversion.fairseq_checkpoint import (
+from sslam.conversion.fairseq_checkpoint import (
     DECODER_KEY_MAP,
     ENCODER_KEY_MAP,
     fairseq_to_native,
     load_checkpoint_safely,
     rename_keys,
 )
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.pretraining_sslam import (
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.pretraining_sslam import (
     ORIGINAL_LOSS_NAMES,
     SSLAMForPreTraining,
     compute_pretraining_masks,

@@ -11,19 +11,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from modeling_sslam.configuration_sslam import SSLAMConfig
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
-from training.callbacks import EMATeacherCallback, check_teacher_in_sync, teacher_checksums
-from training.collator import SSLAMPretrainingCollator, decode_audio
-from training.data import (
+from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from sslam.training.callbacks import EMATeacherCallback, check_teacher_in_sync, teacher_checksums
+from sslam.training.collator import SSLAMPretrainingCollator, decode_audio
+from sslam.training.data import (
     EpochShuffleSampler,
     PretrainingAudioDataset,
     StreamingPretrainingDataset,
     build_pretraining_dataset,
 )
-from training.pretrain import main, parse_args, resolve_init_folder
-from training.trainer import SSLAMPretrainingTrainer, decay_parameter_names, pretraining_arguments, save_encoder
+from sslam.training.pretrain import main, parse_args, resolve_init_folder
+from sslam.training.trainer import SSLAMPretrainingTrainer, decay_parameter_names, pretraining_arguments, save_encoder
 
 FRAMES = 256  # 16 patch rows x 8 = 128 patches per clip
 TINY = dict(
@@ -338,7 +338,7 @@ def test_resume_continues_exactly(audio_dir, tmp_path):
 def test_save_encoder_writes_an_automodel_folder(tmp_path):
     from transformers import AutoModel
 
-    import modeling_sslam  # noqa: F401  (registers the Auto classes)
+    import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
 
     torch.manual_seed(0)
     model = SSLAMForPreTraining(tiny_config())

@@ -17,9 +17,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from modeling_sslam.audio_io import decode_audio
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from modeling_sslam.pretraining_sslam import compute_block_mask_2d, draw_unmixed_window_starts
+from sslam.modeling_sslam.audio_io import decode_audio
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.modeling_sslam.pretraining_sslam import compute_block_mask_2d, draw_unmixed_window_starts
 
 from .data import CROP_STREAM, MASK_STREAM, WINDOW_STREAM, seeded_generator
 

@@ -1,13 +1,13 @@
 # Copyright 2026 The sslam developers. Licensed under the MIT licence.
-"""SSLAM / EAT pre-training from the command line: `python -m training.pretrain` (also under `accelerate launch`).
+"""SSLAM / EAT pre-training from the command line: `python -m sslam.training.pretrain` (also under `accelerate launch`).
 
 Settings come from, in increasing priority: the defaults of `PretrainArguments`, the `--preset`, a YAML file
 (`--config`, keys = flag names without dashes) and the flags themselves.
 
-    python -m training.pretrain --preset stage1 --data /data/audioset.tsv --output_dir runs/stage1
-    python -m training.pretrain --preset stage2 --init_from runs/stage1/pretraining --data /data/wavs \
+    python -m sslam.training.pretrain --preset stage1 --data /data/audioset.tsv --output_dir runs/stage1
+    python -m sslam.training.pretrain --preset stage2 --init_from runs/stage1/pretraining --data /data/wavs \
         --output_dir runs/stage2
-    accelerate launch --multi_gpu --num_processes 8 -m training.pretrain --config stage2.yaml
+    accelerate launch --multi_gpu --num_processes 8 -m sslam.training.pretrain --config stage2.yaml
 
 At the end, `OUTPUT_DIR/pretraining/` holds the full model (student, decoder, EMA teacher; reload it with
 `SSLAMForPreTraining.from_pretrained` or pass it to `--init_from`) and `OUTPUT_DIR/encoder/` the student encoder as an
@@ -24,9 +24,9 @@ import torch
 import yaml
 from transformers import set_seed
 
-from modeling_sslam.configuration_sslam import LARGE_PRESET, SSLAMConfig
-from modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from sslam.modeling_sslam.configuration_sslam import LARGE_PRESET, SSLAMConfig
+from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
 from .callbacks import EMATeacherCallback
 from .collator import CROP_MODES, SSLAMPretrainingCollator
@@ -162,13 +162,13 @@ def _field_type(dataclass_field: dataclasses.Field):
 
 
 EXAMPLES = """examples:
-  python -m training.pretrain --preset stage1 --data /data/train.tsv --output_dir runs/stage1 --bf16
-  python -m training.pretrain --preset stage2 --init_from runs/stage1/pretraining --data /data/wavs \\
+  python -m sslam.training.pretrain --preset stage1 --data /data/train.tsv --output_dir runs/stage1 --bf16
+  python -m sslam.training.pretrain --preset stage2 --init_from runs/stage1/pretraining --data /data/wavs \\
       --output_dir runs/stage2 --bf16
-  python -m training.pretrain --config stage2.yaml --resume_from_checkpoint last
-  python -m training.pretrain --preset stage1 --model_size tiny --data data/demo --output_dir runs/smoke \\
+  python -m sslam.training.pretrain --config stage2.yaml --resume_from_checkpoint last
+  python -m sslam.training.pretrain --preset stage1 --model_size tiny --data data/demo --output_dir runs/smoke \\
       --max_steps 20 --per_device_train_batch_size 4
-  accelerate launch --multi_gpu --num_processes 8 -m training.pretrain --config stage1.yaml
+  accelerate launch --multi_gpu --num_processes 8 -m sslam.training.pretrain --config stage1.yaml
 
 settings: defaults < --preset < --config YAML (keys = flag names) < flags. See training/README.md."""
 
@@ -180,7 +180,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def build_parser() -> argparse.ArgumentParser:
     """`--config FILE` plus one flag per `PretrainArguments` field (booleans: `--bf16` or `--bf16 false`)."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.pretrain",
+        prog="python -m sslam.training.pretrain",
         description="SSLAM / EAT self-supervised pre-training.",
         epilog=EXAMPLES,
         formatter_class=_HelpFormatter,

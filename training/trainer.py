@@ -25,7 +25,7 @@ import os
 import torch
 from transformers import Trainer, TrainingArguments
 
-from modeling_sslam.modeling_sslam import SSLAMModel
+from sslam.modeling_sslam.modeling_sslam import SSLAMModel
 
 from .callbacks import EMATeacherCallback
 from .data import EpochShuffleSampler, PretrainingAudioDataset

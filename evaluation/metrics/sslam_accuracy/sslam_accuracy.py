@@ -7,7 +7,7 @@ Load offline with ``evaluate.load("<abs path>/evaluation/metrics/sslam_accuracy"
 import datasets
 import evaluate
 
-from evaluation.metrics import SSLAM_CITATION, accuracy
+from sslam.evaluation.metrics import SSLAM_CITATION, accuracy
 
 _DESCRIPTION = "Fraction of examples whose predicted class id equals the reference class id (in [0, 1])."
 

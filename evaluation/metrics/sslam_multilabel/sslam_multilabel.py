@@ -9,7 +9,7 @@ nan-mean over classes; classes without positives are skipped). Load offline with
 import datasets
 import evaluate
 
-from evaluation.metrics import SSLAM_CITATION, multilabel_metrics
+from sslam.evaluation.metrics import SSLAM_CITATION, multilabel_metrics
 
 _DESCRIPTION = (
     "Macro mean average precision (mAP), macro ROC AUC (mAUC) and d-prime of the mAUC for multi-label "
