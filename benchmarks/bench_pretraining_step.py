@@ -12,7 +12,7 @@ Prints Markdown tables.
    allocations, unlike tracemalloc) and "step peak" is that mark minus the resident set just before the first step
    (model and inputs already built).
 2. Samples/s of `python -m sslam.training.pretrain` on synthetic 10 s clips with the same model (fbank in the main process,
-   `num_workers 0`): one process with 2 threads vs `accelerate launch` with 2 CPU processes of 1 thread each
+   `dataloader_num_workers 0`): one process with 2 threads vs `accelerate launch` with 2 CPU processes of 1 thread each
    (gloo), 4 clips per process and step; the Trainer's `train_samples_per_second` over `--train_steps` steps
    (first step included).
 
@@ -38,7 +38,8 @@ import soundfile
 import torch
 
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
-from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining, compute_pretraining_masks, draw_unmixed_window_starts
+from sslam.modeling_sslam.masking import PretrainingMaskGenerator
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
 ORIGINAL_STEP_SECONDS = 1.17
 ORIGINAL_FORWARD_SECONDS = 0.46
@@ -66,12 +67,11 @@ def resident_bytes() -> int:
 def step_inputs(config: SSLAMConfig) -> dict:
     """A fixed batch: normal(0, 0.5) "spectrograms" `(4, 1, 1024, 128)`, masks `(16, 512)`, two window starts."""
     generator = torch.Generator().manual_seed(0)
+    masking = PretrainingMaskGenerator.from_config(config)
     return {
         "input_values": 0.5 * torch.randn(BATCH_SIZE, 1, FRAMES, config.num_mel_bins, generator=generator),
-        "mask": compute_pretraining_masks(config, BATCH_SIZE, FRAMES // config.patch_size, generator).bool(),
-        "unmixed_window_starts": draw_unmixed_window_starts(
-            FRAMES, config.unmixed_window_frames, config.num_unmixed_windows, config.patch_size, generator
-        ),
+        "mask": masking.batch_masks(BATCH_SIZE, FRAMES // config.patch_size, generator).bool(),
+        "unmixed_window_starts": masking.window_starts(FRAMES, generator),
     }
 
 
@@ -146,7 +146,7 @@ def training_throughput(data: Path, output: Path, processes: int, train_steps: i
     """`train_samples_per_second` of a `training.pretrain` run on `processes` CPU processes (2 threads in total)."""
     flags = [
         "--data", str(data), "--output_dir", str(output), "--objective", "sslam", "--max_steps", str(train_steps),
-        "--per_device_train_batch_size", str(BATCH_SIZE), "--num_workers", "0", "--warmup_steps", "1",
+        "--per_device_train_batch_size", str(BATCH_SIZE), "--dataloader_num_workers", "0", "--warmup_steps", "1",
         "--logging_steps", "1000", "--save_steps", "100000",
     ]  # fmt: skip
     for name, value in MODEL.items():
@@ -154,13 +154,13 @@ def training_throughput(data: Path, output: Path, processes: int, train_steps: i
             flags += [f"--{name}", str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes), "PYTHONPATH": str(REPO_ROOT)}
     if processes == 1:
-        command = [sys.executable, "-m", "training.pretrain", *flags]
+        command = [sys.executable, "-m", "sslam.training.pretrain", *flags]
     else:
         env["ACCELERATE_USE_CPU"] = "true"
         command = [
             str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
             str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(free_port()), "-m", "training.pretrain", *flags,
+            "--main_process_port", str(free_port()), "-m", "sslam.training.pretrain", *flags,
         ]  # fmt: skip
     subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
     state = json.loads((output / "trainer_state.json").read_text())

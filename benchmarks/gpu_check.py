@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 import sslam.modeling_sslam  # noqa: F401
 from sslam.modeling_sslam import SSLAMConfig, SSLAMForPreTraining, SSLAMModel
+from sslam.training.ema import TeacherEMA
 from transformers import AutoModel, AutoModelForAudioClassification
 
 
@@ -49,6 +50,7 @@ def fixture_parity(fixtures: Path, converted: Path) -> None:
 def stage2_step() -> None:
     torch.manual_seed(0)
     model = SSLAMForPreTraining(SSLAMConfig(objective="sslam", clone_batch=8)).cuda().train()
+    ema = TeacherEMA.from_config(model.config)
     batch = torch.randn(12, 1, 1024, 128, device="cuda")
     generator = torch.Generator().manual_seed(0)
     for step in range(3):
@@ -66,7 +68,7 @@ def stage2_step() -> None:
               f"teacher dtypes {teacher_dtypes}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB",
               flush=True)
         model.zero_grad(set_to_none=True)
-        model.update_teacher(step + 1)
+        ema.step(model.teacher, model.sslam, step + 1)
 
 
 @torch.no_grad()

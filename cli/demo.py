@@ -17,7 +17,7 @@
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ class DemoSettings:
     """Everything that defines a demo run (written into the results JSON)."""
 
     seed: int = 0
-    clip_frames: int = 320
+    max_length: int = 320  # clip length in frames
     hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
@@ -74,115 +74,138 @@ class DemoSettings:
 
 @dataclass
 class StageRun:
+    """One pre-training stage of the demo: its `PretrainingRun` (trainer and output layout) and wall time."""
+
     name: str
-    folder: Path
+    run: object
     wall_seconds: float
-    log_history: list = field(default_factory=list)
+
+    @property
+    def log_history(self) -> list[dict]:
+        return self.run.trainer.state.log_history
+
+    def encoder(self):
+        """The trained student as an `SSLAMModel` in eval mode (a copy; the trainer's model is left alone)."""
+        from sslam.modeling_sslam import SSLAMModel
+
+        student = self.run.trainer.model.sslam
+        encoder = SSLAMModel(student.config)
+        encoder.load_state_dict(student.state_dict())
+        return encoder.eval()
 
 
-def pretraining_argv(settings: DemoSettings, output_dir: Path, objective: str, steps: int, init_from=None) -> list:
-    """Flags of `training.pretrain` for one demo stage."""
+def stage_arguments(settings: DemoSettings, output_dir: Path, objective: str, steps: int, init_from=None):
+    """`SSLAMPretrainingArguments` of one demo stage: Stage 1 from scratch (`init_from` None) or a continuation."""
     from sslam.demo_data.loader import DEMO_DIR
+    from sslam.training.arguments import SSLAMPretrainingArguments
 
     stage1 = init_from is None
-    argv = [
-        "--data", str(DEMO_DIR / "pretrain" / "audio"), "--data_format", "folder",
-        "--output_dir", str(output_dir), "--objective", objective,
-        "--max_length", str(settings.clip_frames), "--crop", "random",
-        "--clone_batch", str(settings.stage1_clone_batch if objective == "eat" else settings.stage2_clone_batch),
-        "--unmixed_window_frames", str(settings.unmixed_window_frames),
-        "--ema_decay", str(settings.ema_decay), "--ema_end_decay", str(settings.ema_end_decay),
-        "--ema_anneal_end_step", str(steps),
-        "--max_steps", str(steps), "--per_device_train_batch_size", str(settings.batch_size),
-        "--learning_rate", str(settings.stage1_learning_rate if stage1 else settings.extra_learning_rate),
-        "--warmup_steps", str(max(1, steps // 10)),
-        "--seed", str(settings.seed), "--num_workers", str(settings.num_workers),
-        "--logging_steps", str(max(1, steps // 40)), "--save_steps", str(10 * steps), "--use_cpu", "true",
-    ]
+    architecture = {}
     if stage1:
-        argv += [
-            "--hidden_size", str(settings.hidden_size), "--num_hidden_layers", str(settings.num_hidden_layers),
-            "--num_attention_heads", str(settings.num_attention_heads),
-            "--intermediate_size", str(4 * settings.hidden_size),
-            "--decoder_hidden_size", str(settings.decoder_hidden_size),
-            "--decoder_num_layers", str(settings.decoder_num_layers),
-        ]
-    else:
-        argv += ["--init_from", str(init_from)]
-    return argv
+        architecture = dict(
+            hidden_size=settings.hidden_size,
+            num_hidden_layers=settings.num_hidden_layers,
+            num_attention_heads=settings.num_attention_heads,
+            intermediate_size=4 * settings.hidden_size,
+            decoder_hidden_size=settings.decoder_hidden_size,
+            decoder_num_layers=settings.decoder_num_layers,
+        )
+    return SSLAMPretrainingArguments(
+        data=str(DEMO_DIR / "pretrain" / "audio"),
+        data_format="folder",
+        output_dir=str(output_dir),
+        init_from=None if stage1 else str(init_from),
+        objective=objective,
+        max_length=settings.max_length,
+        crop="random",
+        clone_batch=settings.stage1_clone_batch if objective == "eat" else settings.stage2_clone_batch,
+        unmixed_window_frames=settings.unmixed_window_frames,
+        ema_decay=settings.ema_decay,
+        ema_end_decay=settings.ema_end_decay,
+        ema_anneal_end_step=steps,
+        max_steps=steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.stage1_learning_rate if stage1 else settings.extra_learning_rate,
+        warmup_steps=max(1, steps // 10),
+        seed=settings.seed,
+        dataloader_num_workers=settings.num_workers,
+        logging_steps=max(1, steps // 40),
+        save_steps=10 * steps,
+        disable_tqdm=True,
+        **architecture,
+    )
 
 
 def run_stage(name: str, settings: DemoSettings, root: Path, objective: str, steps: int, init_from=None) -> StageRun:
-    from sslam.training.pretrain import main as pretrain
+    from sslam.training.pretrain import run_pretraining
 
-    output_dir = root / name
     print(f"\n== {name}: {objective} objective, {steps} steps ==", flush=True)
     start = time.perf_counter()
-    pretrain(pretraining_argv(settings, output_dir, objective, steps, init_from))
-    wall = time.perf_counter() - start
-    state = json.loads((output_dir / "trainer_state.json").read_text())
-    return StageRun(name, output_dir, wall, state.get("log_history", []))
+    run = run_pretraining(stage_arguments(settings, root / name, objective, steps, init_from))
+    return StageRun(name, run, time.perf_counter() - start)
 
 
 def random_init_encoder(settings: DemoSettings, stage1: StageRun):
     """The Stage-1 architecture with freshly initialised weights (same seed)."""
-    from sslam.modeling_sslam import SSLAMConfig, SSLAMModel
+    from sslam.modeling_sslam import SSLAMModel
 
-    config = SSLAMConfig.from_pretrained(stage1.folder / "encoder")
     torch.manual_seed(settings.seed)
-    return SSLAMModel(config).eval()
+    return SSLAMModel(stage1.run.trainer.model.sslam.config).eval()
 
 
 def load_probe_data(settings: DemoSettings) -> dict:
-    """`{(set, "mono"|"poly"): (train, test)}` with `(waveforms, targets)` pairs; a seeded subset when limited."""
+    """`{(set, "mono"|"poly"): (train, test)}` labelled-audio datasets; a seeded subset when limited."""
     import sslam.demo_data as demo_data
 
     data = {}
     for set_name in DEMO_SETS:
-        names = demo_data.class_names(set_name)
-        mono, poly = [], []
-        for split in ("train", "test"):
-            clips = demo_data.load_labelled(set_name, split)
-            targets = np.array([names.index(label) for _, label in clips])
-            mono.append(limit(([waveform for waveform, _ in clips], targets), settings.probe_limit, settings.seed))
-            mix_waveforms, mix_targets, _ = demo_data.load_mixtures(set_name, split)
-            poly.append(limit((list(mix_waveforms), mix_targets), settings.probe_limit, settings.seed))
-        data[(set_name, "mono")] = tuple(mono)
-        data[(set_name, "poly")] = tuple(poly)
+        for kind, load in (("mono", demo_data.load_labelled_dataset), ("poly", demo_data.load_mixture_dataset)):
+            data[(set_name, kind)] = tuple(
+                limit(load(set_name, split), settings.probe_limit, settings.seed) for split in ("train", "test")
+            )
     return data
 
 
-def limit(pair: tuple, count: int | None, seed: int) -> tuple:
-    waveforms, targets = pair
-    if count is None or count >= len(waveforms):
-        return waveforms, targets
-    keep = np.sort(np.random.default_rng(seed).choice(len(waveforms), size=count, replace=False))
-    return [waveforms[index] for index in keep], targets[keep]
+def limit(dataset, count: int | None, seed: int):
+    if count is None or count >= len(dataset):
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset), size=count, replace=False))
+    return dataset.select(keep)
 
 
-def probe_all(encoders: dict, probe_data: dict, settings: DemoSettings) -> dict:
-    """Linear-probe scores `{encoder: {"<set>_<mono|poly>": score}}` (fractions)."""
+def feature_sources(encoders: dict, settings: DemoSettings) -> dict:
+    """What the probes read: each encoder's pooled embeddings, and the log-mel baseline statistics."""
+    from sslam.evaluation.linear_probe import EncoderFeatures, LogMelStatistics
+    from sslam.modeling_sslam import SSLAMFeatureExtractor
+
+    extractor = SSLAMFeatureExtractor(max_length=settings.max_length)
+    pooling = settings.probe_pooling
+    sources = {name: EncoderFeatures(model, extractor, pooling=pooling) for name, model in encoders.items()}
+    return {**sources, "logmel_baseline": LogMelStatistics(extractor)}
+
+
+def probe_all(sources: dict, probe_data: dict, settings: DemoSettings) -> dict:
+    """Linear-probe scores `{source: {"<set>_<mono|poly>": score}}` (fractions)."""
     from tqdm.auto import tqdm
 
     from sslam.evaluation.linear_probe import run_linear_probe
-    from sslam.modeling_sslam import SSLAMFeatureExtractor
 
-    extractor = SSLAMFeatureExtractor(target_length=settings.clip_frames)
     scores = {}
-    jobs = [(name, task) for name in encoders for task in PROBE_TASKS]
+    jobs = [(name, task) for name in sources for task in PROBE_TASKS]
     for name, (set_name, kind, metric) in tqdm(jobs, desc="linear probes"):
         train, test = probe_data[(set_name, kind)]
-        result = run_linear_probe(
-            train, test, extractor, model=encoders[name], pooling=settings.probe_pooling, seed=settings.seed
-        )
+        result = run_linear_probe(train, test, sources[name], seed=settings.seed)
         scores.setdefault(name, {})[f"{set_name}_{kind}"] = result[metric]
     return scores
 
 
 def chance_levels(probe_data: dict) -> dict:
     """Majority-class accuracy (mono) and prevalence-level mAP (poly) on the test splits."""
+    from sslam.evaluation.datasets_io import label_targets
+
     levels = {}
-    for (set_name, kind), (_, (_, targets)) in probe_data.items():
+    for (set_name, kind), (_, test) in probe_data.items():
+        targets = label_targets(test)
         if kind == "mono":
             levels[f"{set_name}_mono"] = float(np.bincount(targets).max() / len(targets))
         else:
@@ -192,7 +215,7 @@ def chance_levels(probe_data: dict) -> dict:
 
 def split_sizes(probe_data: dict) -> dict:
     return {
-        f"{set_name}_{kind}": {"train": len(train[0]), "test": len(test[0])}
+        f"{set_name}_{kind}": {"train": len(train), "test": len(test)}
         for (set_name, kind), (train, test) in probe_data.items()
     }
 
@@ -264,10 +287,8 @@ def save_encoders(encoders: dict, root: Path, results: dict, settings: DemoSetti
     from sslam.model_cards import write_model_card
     from sslam.modeling_sslam import SSLAMFeatureExtractor
 
-    extractor = SSLAMFeatureExtractor(target_length=settings.clip_frames)
+    extractor = SSLAMFeatureExtractor(max_length=settings.max_length)
     for name, model in encoders.items():
-        if model is None:
-            continue
         folder = root / "encoders" / name
         model.save_pretrained(folder)
         extractor.save_pretrained(folder)
@@ -282,35 +303,30 @@ def save_encoders(encoders: dict, root: Path, results: dict, settings: DemoSetti
             results=card_results,
             training={"data": "the sslam demo corpus (bundled real audio, see data/demo)",
                       "recipe": f"demo encoder '{name}': {json.dumps(asdict(settings))}"},
-            preprocessing={"target_length": settings.clip_frames},
+            preprocessing={"max_length": settings.max_length},
             license="cc-by-sa-3.0",
         )
 
 
 def run(settings: DemoSettings, root: Path) -> dict:
-    from transformers import AutoModel
-
-    import sslam.modeling_sslam  # noqa: F401  (Auto classes)
-
     torch.set_num_threads(settings.threads)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     stage1 = run_stage("stage1", settings, root, "eat", settings.stage1_steps)
-    init = stage1.folder / "pretraining"
+    init = stage1.run.layout.pretraining
     sslam = run_stage("sslam", settings, root, "sslam", settings.extra_steps, init_from=init)
     control = run_stage("control_mbua", settings, root, "eat", settings.extra_steps, init_from=init)
 
     encoders = {
         "random_init": random_init_encoder(settings, stage1),
-        "stage1": AutoModel.from_pretrained(stage1.folder / "encoder").eval(),
-        "control_mbua": AutoModel.from_pretrained(control.folder / "encoder").eval(),
-        "sslam": AutoModel.from_pretrained(sslam.folder / "encoder").eval(),
-        "logmel_baseline": None,
+        "stage1": stage1.encoder(),
+        "control_mbua": control.encoder(),
+        "sslam": sslam.encoder(),
     }
     print("\n== linear probes ==", flush=True)
     probe_start = time.perf_counter()
     probe_data = load_probe_data(settings)
-    scores = probe_all(encoders, probe_data, settings)
+    scores = probe_all(feature_sources(encoders, settings), probe_data, settings)
     results = {
         "settings": asdict(settings),
         "scores": scores,
@@ -335,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="sslam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="the same path in a few minutes")
-    parser.add_argument("--output_dir", default="outputs/demo", help="where results, plots and encoders go")
+    parser.add_argument("--output_dir", "--output-dir", default="outputs/demo", help="where results, plots and encoders go")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     settings = DemoSettings.quick(seed=args.seed) if args.quick else DemoSettings(seed=args.seed)

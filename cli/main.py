@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", required=True, help="a saved SSLAM model folder")
     embed.add_argument("--pooling", choices=["cls", "mean", "frames"], default="cls")
     embed.add_argument("--output", help="one .npy or .safetensors file for all clips (cls/mean pooling)")
-    embed.add_argument("--output-dir", help="folder for one <name>.<pooling>.npy file per clip (default: beside it)")
+    embed.add_argument(
+        "--output_dir", "--output-dir", help="folder for one <name>.<pooling>.npy file per clip (default: beside it)"
+    )
     embed.add_argument("--window", type=float, help="embed in windows of this many seconds (long audio)")
     embed.add_argument("--hop", type=float, default=5.0, help="window hop in seconds (with --window)")
     embed.add_argument("--device", default="cpu")
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("audio", nargs="+")
     classify.add_argument("--model", required=True, help="a saved SSLAMForAudioClassification folder")
-    classify.add_argument("--top-k", type=_positive_int, default=5)
+    classify.add_argument("--top_k", "--top-k", type=_positive_int, default=5)
     classify.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     classify.add_argument("--device", default="cpu")
 

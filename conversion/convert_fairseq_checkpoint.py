@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
-from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining, native_pretraining_state_dict
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
 from .export import (
     ConvertedModel,
@@ -38,7 +38,7 @@ from .export import (
     set_labels,
     sha256_of,
 )
-from .fairseq_checkpoint import NativeWeights, fairseq_to_native, load_checkpoint_safely
+from .fairseq_checkpoint import NativeWeights, fairseq_to_native, load_checkpoint_safely, pretraining_state_dict
 from .labels import LabelsError
 
 
@@ -111,7 +111,7 @@ def build_pretraining_model(weights: NativeWeights, objective: str, source: str)
         logger.warning(note)
         weights.notes.append(note)
     model = SSLAMForPreTraining(config)
-    load_state_dict_strictly(model, native_pretraining_state_dict(weights), source)
+    load_state_dict_strictly(model, pretraining_state_dict(weights), source)
     return model
 
 

@@ -17,6 +17,7 @@ from torch import nn
 import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes, so save_pretrained writes auto_map + code files)
 from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
 from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.pretraining_sslam import PRETRAINING_SUBFOLDER
 from sslam.model_cards.generate import write_model_card
 
 from .fairseq_checkpoint import CheckpointError
@@ -26,7 +27,6 @@ from .verification import REFERENCE_TOLERANCE, VerificationError, run_zero_probe
 
 logger = logging.getLogger(__name__)
 
-PRETRAINING_SUBFOLDER = "pretraining"
 _TRUE_STRINGS = {"1", "ON", "YES", "TRUE"}
 
 
@@ -89,9 +89,9 @@ def set_labels(config, num_labels: int, stored_mids: list[str] | None, labels_cs
     config.id2label, config.label2id = label_maps(names)
 
 
-def build_feature_extractor(target_length: int, dataset_stats: str = "audioset") -> SSLAMFeatureExtractor:
+def build_feature_extractor(max_length: int, dataset_stats: str = "audioset") -> SSLAMFeatureExtractor:
     """The original front end with the normalisation statistics of `dataset_stats` and the checkpoint's clip length."""
-    return SSLAMFeatureExtractor.from_dataset_stats(dataset_stats, target_length=target_length)
+    return SSLAMFeatureExtractor.from_dataset_stats(dataset_stats, max_length=max_length)
 
 
 def hub_offline() -> bool:
@@ -181,17 +181,28 @@ def conversion_parser(module_doc: str, prog: str, source_flag: str, source_help:
         epilog=f"example:{example.rstrip()}" if example else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(source_flag, required=True, help=source_help)
-    parser.add_argument("--pytorch_dump_folder_path", required=True, help="Output folder for the native model.")
-    parser.add_argument("--labels_csv", help="AudioSet-style 'index,mid,display_name' CSV giving the class names.")
+    parser.add_argument(source_flag, source_flag.replace("_", "-"), required=True, help=source_help)
+    parser.add_argument(
+        "--pytorch_dump_folder_path", "--pytorch-dump-folder-path", required=True,
+        help="Output folder for the native model.",
+    )
+    parser.add_argument(
+        "--labels_csv", "--labels-csv", help="AudioSet-style 'index,mid,display_name' CSV giving the class names."
+    )
     parser.add_argument(
         "--dataset_stats",
         choices=sorted(NORMALIZATION_STATS),
         help="Normalisation statistics of the feature extractor (default: from the checkpoint, else audioset).",
     )
-    parser.add_argument("--verify_input", help="Probe input: an .npy filter bank (T, 128) or an audio file.")
-    parser.add_argument("--verify_reference", help="Reference outputs (safetensors) of the original on the probe.")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID", help="Upload the converted folder to this Hub repo.")
+    parser.add_argument(
+        "--verify_input", "--verify-input", help="Probe input: an .npy filter bank (T, 128) or an audio file."
+    )
+    parser.add_argument(
+        "--verify_reference", "--verify-reference", help="Reference outputs (safetensors) of the original on the probe."
+    )
+    parser.add_argument(
+        "--push_to_hub", "--push-to-hub", metavar="REPO_ID", help="Upload the converted folder to this Hub repo."
+    )
     return parser
 
 
@@ -227,7 +238,6 @@ def run_conversion_cli(args: argparse.Namespace, convert: Callable[..., dict[str
 __all__ = [
     "ConvertedModel",
     "HubAccessError",
-    "PRETRAINING_SUBFOLDER",
     "build_feature_extractor",
     "check_and_save",
     "conversion_parser",

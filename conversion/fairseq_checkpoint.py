@@ -18,6 +18,7 @@ import torch
 
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
 from sslam.modeling_sslam.modeling_sslam import build_2d_sincos_position_table
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 
 
 logger = logging.getLogger(__name__)
@@ -363,6 +364,24 @@ def fairseq_to_native(checkpoint: dict) -> NativeWeights:
     return weights
 
 
+def pretraining_state_dict(weights: NativeWeights) -> dict[str, torch.Tensor]:
+    """`SSLAMForPreTraining` state dict of converted fairseq weights: student = `encoder`, decoder = `decoder`, teacher
+    = `teacher` (a copy of the student when the checkpoint has no `_ema`)."""
+    teacher = weights.encoder if weights.teacher is None else weights.teacher
+    parts = {"sslam.": weights.encoder, "decoder.": weights.decoder, "teacher.": teacher}
+    return {prefix + key: tensor for prefix, part in parts.items() for key, tensor in part.items()}
+
+
+def pretraining_model_from_native(weights: NativeWeights, **config_overrides) -> SSLAMForPreTraining:
+    """`SSLAMForPreTraining` with the student, decoder and teacher of a converted pre-training checkpoint, loaded
+    strictly; `config_overrides` set config fields (e.g. `objective="eat"`)."""
+    if weights.decoder is None:
+        raise CheckpointError(f"a {weights.kind!r} checkpoint has no decoder; a pre-training checkpoint is needed.")
+    model = SSLAMForPreTraining(SSLAMConfig(**{**weights.config.to_dict(), **config_overrides}))
+    model.load_state_dict(pretraining_state_dict(weights), strict=True)
+    return model
+
+
 __all__ = [
     "DEFAULT_MAX_TIME_PATCHES",
     "HEAD_KEY_MAP",
@@ -376,5 +395,7 @@ __all__ = [
     "encoder_state_dict",
     "fairseq_to_native",
     "load_checkpoint_safely",
+    "pretraining_model_from_native",
+    "pretraining_state_dict",
     "rename_keys",
 ]

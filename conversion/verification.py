@@ -59,16 +59,19 @@ def load_probe_input(
     """A `(1, T, mel_bins)` model input from an `.npy` filter bank (already normalised) or an audio file.
 
     Audio goes through `feature_extractor`, padded or truncated to `num_frames` when given (else to the extractor's
-    target length).
+    `max_length`).
     """
     path = Path(path)
     if path.suffix == ".npy":
         features = torch.from_numpy(np.load(path)).float()
         return features.reshape(1, features.shape[-2], features.shape[-1])
     waveform = load_audio(path, target_sampling_rate=feature_extractor.sampling_rate)
-    target_length = feature_extractor.target_length if num_frames is None else num_frames
     inputs = feature_extractor(
-        waveform, sampling_rate=feature_extractor.sampling_rate, target_length=target_length, return_tensors="pt"
+        waveform,
+        sampling_rate=feature_extractor.sampling_rate,
+        padding="max_length",
+        max_length=feature_extractor.max_length if num_frames is None else num_frames,
+        return_tensors="pt",
     )
     return inputs["input_values"]
 
@@ -79,12 +82,11 @@ def model_outputs(
 ) -> dict[str, torch.Tensor]:
     """The reference quantities for one clip `(1, T, F)`, without the batch dimension."""
     encoder = encoder_of(model)
-    encoded = encoder(input_values, output_hidden_states=True)
-    ffn = encoder.encode_tokens(encoder.embed_patches(input_values), output_ffn=True).ffn_outputs
+    encoded = encoder(input_values, output_hidden_states=True, output_ffn_outputs=True)
     outputs = {
         "hidden_states": torch.stack(encoded.hidden_states)[:, 0],
         "last_hidden_state": encoded.last_hidden_state[0],
-        "layer_results": torch.stack(ffn)[:, 0],
+        "layer_results": torch.stack(encoded.ffn_outputs)[:, 0],
         "utterance_feature": encoded.pooler_output[0],
     }
     if isinstance(model, SSLAMForAudioClassification):

@@ -1,7 +1,8 @@
 """Demo data of the sslam project: real audio committed in this package, and its loaders.
 
 Sets: ``pretrain`` (unlabelled chunks), ``events`` (0AD-17 events), ``instruments`` (GM instrument families),
-and polyphonic mixtures of the two labelled sets. See ``README.md`` and :mod:`demo_data.loader`.
+and polyphonic mixtures of the two labelled sets, as ``datasets.Dataset`` objects in the project's labelled-audio
+schema (``audio`` + ``label`` / ``labels``). See ``README.md`` and :mod:`sslam.demo_data.loader`.
 """
 
 from sslam.demo_data.loader import (
@@ -10,12 +11,11 @@ from sslam.demo_data.loader import (
     LABELLED_SETS,
     SAMPLE_RATE,
     class_names,
-    load_labelled,
     load_labelled_dataset,
-    load_mixtures,
+    load_mixture_dataset,
     load_pretrain_files,
-    load_waveform,
     materialize_mixture,
+    read_clip,
     read_manifest,
     read_mixture_recipes,
     verify_manifest,
@@ -27,12 +27,11 @@ __all__ = [
     "LABELLED_SETS",
     "SAMPLE_RATE",
     "class_names",
-    "load_labelled",
     "load_labelled_dataset",
-    "load_mixtures",
+    "load_mixture_dataset",
     "load_pretrain_files",
-    "load_waveform",
     "materialize_mixture",
+    "read_clip",
     "read_manifest",
     "read_mixture_recipes",
     "verify_manifest",

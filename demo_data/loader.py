@@ -6,8 +6,8 @@ licence, and ``pcm_sha256``, the SHA-256 of the decoded 16 kHz mono int16 PCM). 
 stored as audio: ``mixtures/<set>_<split>.jsonl`` holds one recipe per mixture, and
 :func:`materialize_mixture` turns a recipe into a waveform.
 
-Only numpy and soundfile are needed here (mixing uses the numpy-only :mod:`evaluation.mixing`); building the
-sets (``build.py``) needs more.
+Reading clips needs only numpy and soundfile (mixing uses the numpy-only :mod:`sslam.evaluation.mixing`); the
+dataset loaders also need ``datasets``; building the sets (``build.py``) needs more.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 import numpy as np
 import soundfile as sf
@@ -77,7 +77,7 @@ def pcm_sha256(pcm: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pcm, dtype="<i2").tobytes()).hexdigest()
 
 
-def load_waveform(set_name: str, relative_path: str) -> np.ndarray:
+def read_clip(set_name: str, relative_path: str) -> np.ndarray:
     """One clip of a set as a float32 16 kHz waveform."""
     return pcm_to_float(read_pcm(set_dir(set_name) / relative_path))
 
@@ -99,36 +99,19 @@ def _check_labelled(set_name: str) -> None:
         raise ValueError(f"labelled sets are {LABELLED_SETS}, got {set_name!r}")
 
 
-def load_labelled(set_name: str, split: str) -> list[tuple[np.ndarray, str]]:
-    """``(waveform float32 16 kHz, label)`` pairs of one split of ``events`` or ``instruments``."""
-    _check_labelled(set_name)
-    return [(load_waveform(set_name, row["path"]), row["label"]) for row in read_manifest(set_name, split)]
-
-
 def load_labelled_dataset(set_name: str, split: str):
-    """The same split as a ``datasets.Dataset`` with columns ``id``, ``waveform`` (float32) and ``label`` (ClassLabel).
+    """One split of ``events`` or ``instruments`` in the project's labelled-audio schema: a ``datasets.Dataset`` with
+    ``audio`` (``{"array", "sampling_rate"}``, float32 at 16 kHz, stored in the table: no audio codec needed),
+    ``label`` (ClassLabel over `class_names`) and ``id``."""
+    from sslam.evaluation.datasets_io import from_waveforms
 
-    The waveforms are stored as plain sequences, so no audio codec (torchcodec) is needed.
-    """
-    import datasets
-
+    _check_labelled(set_name)
     names = class_names(set_name)
     rows = read_manifest(set_name, split)
-    features = datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "waveform": datasets.Sequence(datasets.Value("float32")),
-            "label": datasets.ClassLabel(names=names),
-        }
+    dataset = from_waveforms(
+        [read_clip(set_name, row["path"]) for row in rows], [names.index(row["label"]) for row in rows], names
     )
-    return datasets.Dataset.from_dict(
-        {
-            "id": [row["id"] for row in rows],
-            "waveform": [load_waveform(set_name, row["path"]) for row in rows],
-            "label": [names.index(row["label"]) for row in rows],
-        },
-        features=features,
-    )
+    return dataset.add_column("id", [row["id"] for row in rows])
 
 
 def read_mixture_recipes(set_name: str, split: str) -> list[dict]:
@@ -160,24 +143,21 @@ def materialize_mixture(recipe: Mapping, clips: Mapping[str, np.ndarray]) -> np.
     )
 
 
-def multi_hot(labels: Iterable[str], names: Sequence[str]) -> np.ndarray:
-    """float32 multi-hot vector of ``labels`` over ``names``."""
-    vector = np.zeros(len(names), dtype=np.float32)
-    vector[[names.index(label) for label in labels]] = 1.0
-    return vector
+def load_mixture_dataset(set_name: str, split: str):
+    """The polyphonic mixtures of one split in the labelled-audio schema: ``audio`` (3 s mixtures), ``labels``
+    (List(ClassLabel) of the source classes) and ``id``. Test mixtures are made only from test clips and train
+    mixtures only from train clips."""
+    from sslam.evaluation.datasets_io import from_waveforms
 
-
-def load_mixtures(set_name: str, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Polyphonic mixtures of one split: ``(waveforms (N, T) float32, multi-hot (N, C) float32, class names)``.
-
-    Test mixtures are made only from test clips and train mixtures only from train clips.
-    """
     names = class_names(set_name)
-    clips = {row["id"]: load_waveform(set_name, row["path"]) for row in read_manifest(set_name, split)}
+    clips = {row["id"]: read_clip(set_name, row["path"]) for row in read_manifest(set_name, split)}
     recipes = read_mixture_recipes(set_name, split)
-    waveforms = np.stack([materialize_mixture(recipe, clips) for recipe in recipes])
-    targets = np.stack([multi_hot(recipe["labels"], names) for recipe in recipes])
-    return waveforms, targets, names
+    dataset = from_waveforms(
+        [materialize_mixture(recipe, clips) for recipe in recipes],
+        [sorted(names.index(label) for label in recipe["labels"]) for recipe in recipes],
+        names,
+    )
+    return dataset.add_column("id", [recipe["id"] for recipe in recipes])
 
 
 def verify_manifest(set_name: str, ids: Iterable[str] | None = None) -> list[str]:

@@ -1,12 +1,14 @@
-"""Audio classification data as `datasets.Dataset`: loaders, waveform decoding and a polyphonic benchmark builder.
+"""Labelled audio as `datasets.Dataset`: the project's one schema, its loaders and a polyphonic benchmark builder.
 
-Every loader returns an ``audio`` column (a `datasets.Audio` feature over absolute file paths) and either
+The schema, as `datasets` users know it: an ``audio`` column and either
 
 * ``label``: a `ClassLabel` (single-label data), or
 * ``labels``: a `List(ClassLabel)` of class ids per clip (multi-label data; `multi_hot` turns it into (N, C)).
 
-``decode=False`` keeps the ``audio`` values as ``{"path", "bytes"}`` dicts that `load_waveform` reads with
-soundfile; this needs neither torchcodec nor FFmpeg, which `datasets` 5 requires for decoding.
+Loaders from files give a `datasets.Audio` feature over absolute paths; in-memory data (`from_waveforms`, the demo
+data, mixtures) gives ``{"array", "sampling_rate"}`` values. ``decode=False`` keeps file values as
+``{"path", "bytes"}`` dicts; `sslam.modeling_sslam.audio_io.decode_audio` reads every form with soundfile, which needs
+neither torchcodec nor FFmpeg (which `datasets` 5 requires for decoding).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -30,23 +31,6 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", 
 SAMPLING_RATE = 16_000
 # Waveforms kept in the table itself (no torchcodec needed to read them back).
 IN_MEMORY_AUDIO = {"array": List(Value("float32")), "sampling_rate": Value("int32")}
-
-
-# ----------------------------------------------------------------------------------------------------- waveforms
-
-
-def load_waveform(value: Any, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decode one audio value to a mono float32 waveform at ``sampling_rate``: `modeling_sslam.audio_io.decode_audio`.
-
-    Accepts a torchcodec ``AudioDecoder`` (what `datasets` 5 yields), a ``{"array", "sampling_rate"}`` dict, an
-    undecoded ``{"path", "bytes"}`` dict, a file path or bytes (read with `modeling_sslam.audio_io.load_audio`), or a
-    1-D array already at ``sampling_rate``.
-    Multi-channel audio is averaged over channels, other rates are resampled with torchaudio's defaults.
-
-    Returns:
-        (S,) float32 array.
-    """
-    return decode_audio(value, sampling_rate)
 
 
 # -------------------------------------------------------------------------------------------------------- labels
@@ -64,7 +48,7 @@ def is_multilabel(dataset: Dataset) -> bool:
     return label_column(dataset) == "labels"
 
 
-def class_names(dataset: Dataset) -> list[str] | None:
+def label_names(dataset: Dataset) -> list[str] | None:
     """Class names from the label column's `ClassLabel` feature, or None."""
     feature = dataset.features[label_column(dataset)]
     feature = getattr(feature, "feature", feature)
@@ -306,7 +290,7 @@ def build_polyphonic_mixtures(
     if is_multilabel(dataset):
         raise ValueError("build_polyphonic_mixtures needs single-label data (a 'label' column)")
     labels = np.asarray(dataset["label"], dtype=np.int64)
-    names = class_names(dataset) or [str(i) for i in range(labels.max() + 1)]
+    names = label_names(dataset) or [str(i) for i in range(labels.max() + 1)]
     k_min, k_max = (num_sources, num_sources) if isinstance(num_sources, int) else num_sources
     classes = np.unique(labels)
     if not 1 <= k_min <= k_max <= len(classes):
@@ -321,7 +305,7 @@ def build_polyphonic_mixtures(
 
     @lru_cache(maxsize=512)
     def decoded(index: int) -> np.ndarray:
-        return load_waveform(audio_column[index]["audio"], sampling_rate)
+        return decode_audio(audio_column[index]["audio"], sampling_rate)
 
     rows = []
     for _ in range(num_mixtures):

@@ -10,7 +10,9 @@ What the original fine-tuning does and where it lives here:
   labels mixed linearly) then SpecAugment (frequency and time masks of up to ``mask_ratio`` of each axis, drawn per
   example, filled with 0 in the normalised domain), on training batches only (`SpectrogramAugmentation`);
 * losses: multi-label BCE-with-logits summed and divided by the batch's label mass, single-label cross-entropy
-  (with label smoothing on hard labels, soft cross-entropy on mixed labels) (`finetune_loss`);
+  (with label smoothing on hard labels, soft cross-entropy on mixed labels): the model's own loss
+  (`sslam.modeling_sslam.modeling_sslam.classification_loss`, label smoothing in the model config), so
+  `model(x, labels=y).loss` is what the trainer optimises;
 * validation metrics: mAP / mAUC / d-prime or accuracy (`build_compute_metrics`).
 
 Not reproduced: the waveform roll / random gain augmentation (``roll_aug``), weighted sampling for AS-2M, fp16 as
@@ -32,7 +34,8 @@ from datasets import ClassLabel, Dataset
 from torchaudio.transforms import FrequencyMasking, TimeMasking
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
-from sslam.evaluation.datasets_io import SAMPLING_RATE, class_names, label_column, label_targets, load_waveform, multi_hot
+from sslam.evaluation.datasets_io import SAMPLING_RATE, label_column, label_names, label_targets, multi_hot
+from sslam.modeling_sslam.audio_io import decode_audio
 from sslam.evaluation.metrics import accuracy, multilabel_metrics
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 
@@ -55,7 +58,7 @@ class FineTuneRecipe:
     mixup_prob: float = 0.9
     mask_ratio: float = 0.2
     label_smoothing: float = 0.0
-    target_length: int = 1024
+    max_length: int = 1024
     normalization: str = "audioset"
     layer_decay: float = 0.65
     weight_decay: float = 0.05
@@ -87,22 +90,23 @@ class FineTuneRecipe:
 
     def feature_extractor(self, **kwargs: Any) -> SSLAMFeatureExtractor:
         """The feature extractor of this recipe (its normalisation statistics and clip length)."""
-        return SSLAMFeatureExtractor.from_dataset_stats(self.normalization, target_length=self.target_length, **kwargs)
+        return SSLAMFeatureExtractor.from_dataset_stats(self.normalization, max_length=self.max_length, **kwargs)
 
     def model_kwargs(self, dataset: Dataset) -> dict[str, Any]:
-        """Config overrides for `SSLAMForAudioClassification.from_pretrained`: labels of ``dataset`` + drop path."""
-        return {**label_config(dataset), "drop_path_rate": self.drop_path_rate}
+        """Config overrides for `SSLAMForAudioClassification.from_pretrained`: labels of ``dataset``, drop path and
+        label smoothing."""
+        return {**label_config(dataset), "drop_path_rate": self.drop_path_rate, "label_smoothing": self.label_smoothing}
 
 
 RECIPES: dict[str, FineTuneRecipe] = {
     "as2m": FineTuneRecipe(5e-5, 96, 400_000, 40_000, mixup_alpha=0.8),
     "as20k": FineTuneRecipe(5e-5, 48, 40_000, 4_000, mixup_alpha=0.8),
     "esc50": FineTuneRecipe(
-        5e-5, 48, 4_000, 400, mixup_alpha=0.0, mask_ratio=0.4, label_smoothing=0.1, target_length=512,
+        5e-5, 48, 4_000, 400, mixup_alpha=0.0, mask_ratio=0.4, label_smoothing=0.1, max_length=512,
         normalization="esc50",
     ),
     "spc2": FineTuneRecipe(
-        2e-4, 256, 40_000, 4_000, mixup_alpha=0.8, target_length=128, normalization="speechcommands"
+        2e-4, 256, 40_000, 4_000, mixup_alpha=0.8, max_length=128, normalization="speechcommands"
     ),
     "spass": FineTuneRecipe(5e-5, 48, 3_906, 390, mixup_alpha=0.8, normalization="spass"),
     "spass_linear": FineTuneRecipe(1e-3, 48, 3_906, 0, mixup_alpha=0.8, normalization="spass", freeze_encoder=True),
@@ -119,7 +123,7 @@ def label_config(dataset: Dataset) -> dict[str, Any]:
     """
     targets = label_targets(dataset)
     multilabel = targets.ndim == 2
-    names = class_names(dataset) or [str(i) for i in range(targets.shape[1] if multilabel else targets.max() + 1)]
+    names = label_names(dataset) or [str(i) for i in range(targets.shape[1] if multilabel else targets.max() + 1)]
     return {
         "num_labels": len(names),
         "id2label": dict(enumerate(names)),
@@ -140,7 +144,7 @@ def infer_label_format(dataset: Dataset) -> LabelFormat:
 class AudioClassificationCollator:
     """Rows with ``audio`` and ``label``/``labels`` -> model inputs.
 
-    Decodes and resamples each clip to 16 kHz mono, runs the feature extractor (its ``target_length`` sets the clip
+    Decodes and resamples each clip to 16 kHz mono, runs the feature extractor (its ``max_length`` sets the clip
     length) and stacks the targets: (B,) int64 class ids, or (B, num_labels) float32 multi-hot.
     """
 
@@ -153,7 +157,7 @@ class AudioClassificationCollator:
         return cls(feature_extractor, label_config(dataset)["num_labels"], infer_label_format(dataset))
 
     def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        waveforms = [load_waveform(row["audio"]) for row in rows]
+        waveforms = [decode_audio(row["audio"], SAMPLING_RATE) for row in rows]
         batch = dict(self.feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
         key = "label" if self.label_format == "class_id" else "labels"
         if key in rows[0]:
@@ -248,42 +252,20 @@ def layer_decay_parameter_groups(
     ]
 
 
-def finetune_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, multilabel: bool, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """The original fine-tuning losses.
-
-    Multi-label: BCE-with-logits summed over the batch and divided by its label mass (``labels.sum()``).
-    Single-label: cross-entropy averaged over the batch; hard (B,) labels use ``label_smoothing``, soft (B, C)
-    labels (mixup) do not.
-    """
-    logits = logits.float()
-    if multilabel:
-        total = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum")
-        return total / labels.sum().clamp(min=1.0)
-    if labels.ndim == 2:
-        return F.cross_entropy(logits, labels.float())
-    return F.cross_entropy(logits, labels.long(), label_smoothing=label_smoothing)
-
-
 class SSLAMFineTuneTrainer(Trainer):
-    """`Trainer` with layer-wise lr decay, mixup + SpecAugment on training batches and the original losses."""
-
-    loss_is_scaled_for_ga = False  # `finetune_loss` is a per-micro-batch value
+    """`Trainer` with layer-wise lr decay and mixup + SpecAugment on training batches; the loss is the model's own
+    (the original recipe, see `classification_loss`)."""
 
     def __init__(
         self,
         *args: Any,
         layer_decay: float = 0.65,
         augmentation: SpectrogramAugmentation | None = None,
-        label_smoothing: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.layer_decay = layer_decay
         self.augmentation = augmentation
-        self.label_smoothing = label_smoothing
-        self.multilabel = self.model.config.problem_type == "multi_label_classification"
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -296,14 +278,12 @@ class SSLAMFineTuneTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
+        """Augments training batches, then returns the model's loss."""
         if model.training and self.augmentation is not None:
-            inputs, labels = self.augmentation(inputs, labels)
-        outputs = model(**inputs)
-        smoothing = self.label_smoothing if model.training else 0.0
-        loss = finetune_loss(outputs.logits, labels, multilabel=self.multilabel, label_smoothing=smoothing)
-        return (loss, outputs) if return_outputs else loss
+            features = {key: value for key, value in inputs.items() if key != "labels"}
+            augmented, labels = self.augmentation(features, inputs["labels"])
+            inputs = {**augmented, "labels": labels}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
 
 def build_compute_metrics(multilabel: bool) -> Callable[[EvalPrediction], dict[str, float]]:
@@ -331,8 +311,9 @@ def build_finetune_trainer(
 ) -> SSLAMFineTuneTrainer:
     """A ready-to-train `SSLAMFineTuneTrainer` for an `SSLAMForAudioClassification`.
 
-    The model's ``problem_type`` must match the data (see `label_config`); ``recipe`` supplies the layer decay,
-    mixup, SpecAugment, label smoothing and encoder freezing (learning rate, steps and schedule come from ``args``,
+    The model's ``problem_type`` must match the data (see `label_config`; build the model with
+    ``recipe.model_kwargs(train_dataset)``, which also sets the recipe's label smoothing); ``recipe`` supplies the
+    layer decay, mixup, SpecAugment and encoder freezing (learning rate, steps and schedule come from ``args``,
     e.g. ``recipe.training_arguments(...)``). ``args.remove_unused_columns`` must be False: the collator needs the
     raw ``audio`` column.
     """
@@ -360,6 +341,5 @@ def build_finetune_trainer(
         compute_metrics=build_compute_metrics(expected["problem_type"] == "multi_label_classification"),
         layer_decay=recipe.layer_decay,
         augmentation=augmentation,
-        label_smoothing=recipe.label_smoothing,
         **trainer_kwargs,
     )

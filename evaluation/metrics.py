@@ -11,8 +11,8 @@ All metrics return fractions in [0, 1] (multiply by 100 for the numbers quoted i
 * ``mean_roc_auc``: macro ROC AUC, same per-class scheme; classes with only one label value are skipped.
 * ``d_prime``: ``sqrt(2) * Phi^-1(AUC)``, the AudioSet convention for reporting AUC as a sensitivity index.
 
-The same functions back the local ``evaluate`` modules under ``evaluation/metrics/``; ``load_metric`` loads them
-offline.
+The same functions back the local ``evaluate`` modules under ``evaluation/evaluate_metrics/``; ``load_metric`` loads
+them offline.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 if TYPE_CHECKING:
     import evaluate
 
-METRIC_MODULES_DIR = Path(__file__).resolve().parent / "metrics"
+METRIC_MODULES_DIR = Path(__file__).resolve().parent / "evaluate_metrics"
 METRIC_NAMES = ("sslam_accuracy", "sslam_multilabel")
 SSLAM_CITATION = """\
 @inproceedings{alex2025sslam,

@@ -22,13 +22,13 @@ from datasets import Dataset
 
 from sslam.evaluation.datasets_io import (
     build_polyphonic_mixtures,
-    class_names,
+    label_names,
     load_audiofolder,
     load_fairseq_manifest,
     load_manifest,
 )
 from sslam.evaluation.finetune import RECIPES, build_finetune_trainer
-from sslam.evaluation.linear_probe import EmbeddingCache, run_linear_probe
+from sslam.evaluation.linear_probe import EmbeddingCache, EncoderFeatures, LogMelStatistics, run_linear_probe
 from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
 
 
@@ -49,17 +49,16 @@ def load_data(path: str | Path) -> Dataset:
 
 def linear_probe(args: argparse.Namespace) -> dict[str, float]:
     train, test = _splits(args)
-    extractor = SSLAMFeatureExtractor.from_dataset_stats(args.normalization, target_length=args.target_length)
-    model = None
+    extractor = SSLAMFeatureExtractor.from_dataset_stats(args.normalization, max_length=args.max_length)
     if args.model:
         from sslam.modeling_sslam.modeling_sslam import SSLAMModel
 
         model = SSLAMModel.from_pretrained(args.model).to(args.device)
+        features = EncoderFeatures(model, extractor, pooling=args.pooling, batch_size=args.batch_size)
+    else:
+        features = LogMelStatistics(extractor, batch_size=args.batch_size)
     cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
-    return run_linear_probe(
-        train, test, extractor, model=model, pooling=args.pooling, batch_size=args.batch_size, C=args.C,
-        seed=args.seed, cache=cache,
-    )
+    return run_linear_probe(train, test, features, C=args.C, seed=args.seed, cache=cache)
 
 
 def finetune(args: argparse.Namespace) -> dict[str, float]:
@@ -67,8 +66,8 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
 
     train, test = _splits(args)
     recipe = RECIPES[args.recipe]
-    if args.target_length is not None:
-        recipe = replace(recipe, target_length=args.target_length)
+    if args.max_length is not None:
+        recipe = replace(recipe, max_length=args.max_length)
     extractor = recipe.feature_extractor()
     model = SSLAMForAudioClassification.from_pretrained(
         args.model, ignore_mismatched_sizes=True, **recipe.model_kwargs(train)
@@ -104,18 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--model", help="saved SSLAM model folder; omit for the log-mel baseline")
     probe.add_argument("--pooling", choices=("cls", "mean"), default="cls")
     probe.add_argument("--normalization", choices=sorted(NORMALIZATION_STATS), default="audioset")
-    probe.add_argument("--target-length", type=int, default=1024, help="frames per clip (1024 = 10.24 s)")
+    probe.add_argument("--max_length", "--max-length", type=int, default=1024, help="frames per clip (1024 = 10.24 s)")
     probe.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
-    probe.add_argument("--batch-size", type=int, default=16)
-    probe.add_argument("--cache-dir", help="keep embeddings as .npy files here")
+    probe.add_argument("--batch_size", "--batch-size", type=int, default=16)
+    probe.add_argument("--cache_dir", "--cache-dir", help="keep embeddings as .npy files here")
     tune = commands.add_parser("finetune", help="fine-tune SSLAMForAudioClassification with an original recipe")
     tune.add_argument("--model", required=True, help="saved SSLAM model folder to start from")
     tune.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    tune.add_argument("--output-dir", required=True)
-    tune.add_argument("--target-length", type=int, help="override the recipe's frames per clip")
-    tune.add_argument("--max-steps", type=int)
-    tune.add_argument("--learning-rate", type=float)
-    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--output_dir", "--output-dir", required=True)
+    tune.add_argument("--max_length", "--max-length", type=int, help="override the recipe's frames per clip")
+    tune.add_argument("--max_steps", "--max-steps", type=int)
+    tune.add_argument("--learning_rate", "--learning-rate", type=float)
+    tune.add_argument("--batch_size", "--batch-size", type=int)
     for command in (probe, tune):
         command.add_argument("--data", help="audio folder with train/ and test/ split folders")
         command.add_argument("--train", help="audio folder, CSV/TSV manifest or fairseq .tsv")
@@ -147,8 +146,8 @@ def _splits(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
         train, test = splits["train"], splits["test"]
     else:
         train, test = load_data(args.train), load_data(args.test)
-    if class_names(train) != class_names(test):
-        raise ValueError(f"train and test have different classes: {class_names(train)} vs {class_names(test)}")
+    if label_names(train) != label_names(test):
+        raise ValueError(f"train and test have different classes: {label_names(train)} vs {label_names(test)}")
     if args.polyphonic:
         train = build_polyphonic_mixtures(train, num_sources=args.polyphonic, seed=args.seed)
         test = build_polyphonic_mixtures(test, num_sources=args.polyphonic, seed=args.seed + 1)

@@ -23,7 +23,7 @@ BASE_TAGS = ("audio", "sslam", "eat", "data2vec", "self-supervised-learning", "a
 METRIC_TYPES = {"mAP": "map", "mAUC": "roc_auc", "d_prime": "d_prime", "accuracy": "accuracy"}
 # AudioSet constants of the original feature pipeline.
 DEFAULT_PREPROCESSING = {
-    "sampling_rate": 16000, "num_mel_bins": 128, "mean": -4.268, "std": 4.569, "target_length": 1024
+    "sampling_rate": 16000, "num_mel_bins": 128, "mean": -4.268, "std": 4.569, "max_length": 1024
 }
 
 CONVERSION_FIELDS = ("source", "source_file", "sha256", "converter", "parity", "tolerance")
@@ -224,10 +224,9 @@ def _labels(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _preprocessing(preprocessing: Mapping[str, Any], patch_size: int) -> dict[str, Any]:
     """Feature-extractor settings over the AudioSet defaults, plus the clip length and patch count as text."""
-    renamed = {"feature_size": "num_mel_bins"}
-    values = {renamed.get(k, k): v for k, v in preprocessing.items() if renamed.get(k, k) in DEFAULT_PREPROCESSING}
+    values = {key: value for key, value in preprocessing.items() if key in DEFAULT_PREPROCESSING}
     values = {**DEFAULT_PREPROCESSING, **values}
-    frames = values["target_length"]
+    frames = values["max_length"]
     if frames is None:
         values["clip_length"] = "each clip's own frame count rounded up to a multiple of 16"
         values["num_patch_tokens"] = "N"

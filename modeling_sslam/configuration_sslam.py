@@ -49,6 +49,7 @@ class SSLAMConfig(PreTrainedConfig):
             (768 patch rows = 12,288 frames, about 123 s). max_length (`int`): default clip length in frames (1024).
         initializer_range (`float`): std of the truncated-normal initialisation of linear layers.
         pooling (`str`): `"cls"` (the original) or `"mean"` (mean of real patch tokens) for the classifier.
+        label_smoothing (`float`): label smoothing of the classifier's single-label cross-entropy (hard labels).
 
     Pre-training (see `SSLAMForPreTraining`):
         objective (`str`): `"eat"` (Stage 1) or `"sslam"` (Stage 2, mixtures + Source Retention Loss).
@@ -91,6 +92,7 @@ class SSLAMConfig(PreTrainedConfig):
     max_length: int = 1024
     initializer_range: float = 0.02
     pooling: Literal["cls", "mean"] = "cls"
+    label_smoothing: float | int = 0.0
 
     objective: Literal["eat", "sslam"] = "sslam"
     decoder_hidden_size: int = 768
@@ -140,6 +142,8 @@ class SSLAMConfig(PreTrainedConfig):
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of 4 for the 2-D sin-cos table.")
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}.")
         if self.objective not in ("eat", "sslam"):

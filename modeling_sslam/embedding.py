@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .modeling_sslam import pool_tokens
+from .modeling_sslam import pool_tokens, token_attention_mask
 
 POOLINGS = ("cls", "mean", "frames")
 
@@ -54,7 +54,6 @@ def extract_embeddings(
     pooling: str = "cls",
     return_tensors: str = "np",
     batch_size: int = 8,
-    target_length="default",
     **feature_kwargs,
 ):
     """Encodes clips and pools their tokens.
@@ -66,10 +65,9 @@ def extract_embeddings(
         pooling: `"cls"` -> `(B, D)`; `"mean"` -> `(B, D)` mean of the real patch tokens; `"frames"` -> a list of
             `(N_i, D)` patch-token arrays (time-major, `n = t * 8 + f`), padding removed.
         return_tensors: `"np"` or `"pt"`.
-        target_length: frames per clip; the extractor's default (1024) unless given. With a fixed length the padding is
-            part of the input, as in the original feature scripts; with `None` each clip keeps its own length and
-            batch padding is masked out (the extractor returns an attention mask).
-        feature_kwargs: passed to the feature extractor (e.g. `resample=True`).
+        feature_kwargs: passed to the feature extractor, e.g. `padding="longest"` (each clip keeps its own length and
+            batch padding is masked out) or `max_length=...`; by default clips are padded to the extractor's
+            `max_length` and the padding is part of the input, as in the original feature scripts.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
@@ -79,23 +77,20 @@ def extract_embeddings(
     device = next(model.parameters()).device
     results = []
     for start in range(0, len(clips), batch_size):
-        call_kwargs = dict(feature_kwargs)
-        if target_length != "default":
-            call_kwargs["target_length"] = target_length
         features = feature_extractor(
-            clips[start : start + batch_size],
-            sampling_rate=sampling_rate,
-            return_tensors="pt",
-            **call_kwargs,
+            clips[start : start + batch_size], sampling_rate=sampling_rate, return_tensors="pt", **feature_kwargs
         )
+        input_values = features["input_values"].to(device)
         attention_mask = features.get("attention_mask")
         attention_mask = None if attention_mask is None else attention_mask.to(device)
-        hidden = model(features["input_values"].to(device), attention_mask=attention_mask).last_hidden_state
-        token_mask = model.token_mask_from_attention_mask(attention_mask, hidden.shape[1] - 1)
+        hidden = model(input_values, attention_mask=attention_mask).last_hidden_state
+        num_frames = input_values.shape[-2]
+        batch, tokens = hidden.shape[:2]
+        token_mask = token_attention_mask(attention_mask, batch, tokens - 1, num_frames, model.config)
         if pooling == "frames":
             for row in range(hidden.shape[0]):
                 tokens = hidden[row, 1:]
-                results.append(tokens if token_mask is None else tokens[token_mask[row]])
+                results.append(tokens if token_mask is None else tokens[token_mask[row, 1:]])
         else:
             results.append(pool_tokens(hidden, pooling, token_mask))
     if pooling == "frames":

@@ -15,12 +15,13 @@ import functools
 import importlib
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from numbers import Number
 
 import numpy as np
 import torch
 from transformers import BatchFeature, SequenceFeatureExtractor
-from transformers.utils import TensorType, logging
+from transformers.utils import PaddingStrategy, TensorType, logging
 
 
 logger = logging.get_logger(__name__)
@@ -43,7 +44,9 @@ FBANK_BACKENDS = ("auto", "torchaudio", "torch")
 # whole batch of 10 s clips at once was several times slower per clip on a 2-core CPU than chunks of this size.
 MAX_FRAMES_PER_CALL = 2048
 
-_DEFAULT = object()  # sentinel: "use the extractor's own target_length"
+
+
+_UNSET = object()  # sentinel: an optional alias argument that was not passed
 
 
 @functools.cache
@@ -153,20 +156,29 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
     Turns 16 kHz mono waveforms into the normalised 128-bin Kaldi log-mel filter banks that SSLAM / EAT expect.
 
     Every clip has its waveform mean removed, goes through the Kaldi filter bank (25 ms frames, 10 ms hop), is
-    padded with `padding_value` rows (in the log-mel domain) or truncated to `target_length` frames and normalised as
+    padded with `padding_value` rows (in the log-mel domain) or truncated to `max_length` frames and normalised as
     `(x - mean) / (2 * std)`. Padded frames therefore become `(padding_value - mean) / (2 * std)`, not 0, exactly as
     in the original code.
 
+    The constructor takes the vocabulary of transformers' `ASTFeatureExtractor` (`feature_size` is the number of input
+    channels, `num_mel_bins` the mel bins, `max_length` the clip length in frames), so an AST user can switch by
+    changing the class name. `target_length` is the original recipe's name of `max_length` and is accepted as an
+    alias (also in `preprocessor_config.json` files written by earlier versions, whose `feature_size` held the mel
+    bins).
+
     Args:
-        feature_size (`int`, *optional*, defaults to 128):
-            Number of mel bins.
+        feature_size (`int`, *optional*, defaults to 1):
+            Channels of the input waveform; SSLAM takes mono audio.
         sampling_rate (`int`, *optional*, defaults to 16000):
             Sampling rate the model expects, in Hz.
+        num_mel_bins (`int`, *optional*, defaults to 128):
+            Mel bins of the filter bank (more than 3; a multiple of `patch_size`).
+        max_length (`int` or `None`, *optional*, defaults to 1024):
+            Frames per clip (1024 = 10 s), a multiple of `patch_size`. `None` makes `padding="longest"` the default:
+            each clip keeps its own frame count, rounded up to a multiple of `patch_size`, and a batch is padded to
+            its longest clip.
         padding_value (`float`, *optional*, defaults to 0.0):
             Log-mel value of padded frames, before normalisation.
-        target_length (`int` or `None`, *optional*, defaults to 1024):
-            Frames per clip (1024 = 10 s). `None` keeps each clip's own frame count rounded up to a multiple of
-            `patch_size` and pads a batch to its longest clip.
         mean (`float`, *optional*, defaults to -4.268):
             Normalisation mean (AudioSet); see `NORMALIZATION_STATS` and [`~SSLAMFeatureExtractor.from_dataset_stats`].
         std (`float`, *optional*, defaults to 4.569):
@@ -174,9 +186,9 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         do_normalize (`bool`, *optional*, defaults to `True`):
             Whether to normalise the filter banks.
         patch_size (`int`, *optional*, defaults to 16):
-            Patch height of the model; clips must yield at least this many frames.
+            Patch height of the model: padded lengths are multiples of it.
         return_attention_mask (`bool`, *optional*, defaults to `False`):
-            Default for `__call__` when `target_length` is an int (the original model sees padding unmasked).
+            Default for `__call__` with `padding="max_length"` (the original model sees padding unmasked).
         fbank_backend (`str`, *optional*, defaults to `"auto"`):
             `"torchaudio"` (reference implementation, one clip at a time), `"torch"` (vectorised re-implementation,
             batches equal-length clips) or `"auto"` (torchaudio when it can be imported, else torch).
@@ -196,18 +208,22 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
 
     def __init__(
         self,
-        feature_size: int = 128,
+        feature_size: int = 1,
         sampling_rate: int = 16000,
+        num_mel_bins: int | None = None,
+        max_length: int | None = 1024,
         padding_value: float = 0.0,
-        target_length: int | None = 1024,
         mean: float = -4.268,
         std: float = 4.569,
         do_normalize: bool = True,
         patch_size: int = 16,
         return_attention_mask: bool = False,
         fbank_backend: str = "auto",
+        target_length=_UNSET,
         **kwargs,
     ):
+        feature_size, num_mel_bins = _channels_and_mel_bins(feature_size, num_mel_bins)
+        max_length = _resolve_alias("max_length", max_length, "target_length", target_length, default=1024)
         super().__init__(
             feature_size=feature_size,
             sampling_rate=sampling_rate,
@@ -219,10 +235,19 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"fbank_backend must be one of {FBANK_BACKENDS}, got {fbank_backend!r}.")
         if fbank_backend == "torchaudio":
             _require_torchaudio('fbank_backend="torchaudio"')
-        _check_target_length(target_length)
-        if std <= 0:
-            raise ValueError(f"std must be positive, got {std}.")
-        self.target_length = target_length
+        _check_positive_int("patch_size", patch_size)
+        _check_positive_int("sampling_rate", sampling_rate)
+        if num_mel_bins <= 3 or num_mel_bins % patch_size != 0:
+            raise ValueError(
+                f"num_mel_bins must be more than 3 and a multiple of patch_size ({patch_size}), got {num_mel_bins}."
+            )
+        _check_frame_count("max_length", max_length, patch_size, allow_none=True)
+        if not (isinstance(std, (int, float)) and math.isfinite(std) and std > 0):
+            raise ValueError(f"std must be positive and finite, got {std}.")
+        if not (isinstance(mean, (int, float)) and math.isfinite(mean)):
+            raise ValueError(f"mean must be a finite number, got {mean}.")
+        self.num_mel_bins = num_mel_bins
+        self.max_length = max_length
         self.mean = mean
         self.std = std
         self.do_normalize = do_normalize
@@ -230,7 +255,17 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         self.fbank_backend = fbank_backend
         # Cached arrays under the names that `to_dict` leaves out of preprocessor_config.json.
         self.window = torch.hann_window(self.frame_length, periodic=False, dtype=torch.float32)
-        self.mel_filters = kaldi_mel_filters(feature_size, self.fft_length, sampling_rate)
+        self.mel_filters = kaldi_mel_filters(num_mel_bins, self.fft_length, sampling_rate)
+
+    @property
+    def target_length(self) -> int | None:
+        """The original recipe's name of `max_length` (an alias: reads and writes `max_length`)."""
+        return self.max_length
+
+    @target_length.setter
+    def target_length(self, value: int | None) -> None:
+        _check_frame_count("target_length", value, self.patch_size, allow_none=True)
+        self.max_length = value
 
     @classmethod
     def from_dataset_stats(cls, dataset: str, **kwargs) -> "SSLAMFeatureExtractor":
@@ -260,11 +295,6 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         """Fewest samples that yield `patch_size` frames (the minimum when clips keep their own length)."""
         return self.frame_length + self.frame_shift * (self.patch_size - 1)
 
-    def min_samples_for(self, target_length: int | None) -> int:
-        """Fewest samples accepted: one patch when clips keep their own length; one frame when they are padded to a
-        fixed `target_length` (as the original does for short clips, e.g. sound events under 0.175 s)."""
-        return self.min_num_samples if target_length is None else self.frame_length
-
     def num_frames(self, num_samples: int) -> int:
         """Filter-bank frames Kaldi computes from `num_samples` samples (snip_edges: whole windows only)."""
         return 1 + (num_samples - self.frame_length) // self.frame_shift
@@ -273,12 +303,17 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         self,
         raw_speech,
         sampling_rate: int | None = None,
-        target_length=_DEFAULT,
-        return_tensors: str | TensorType | None = None,
+        padding: bool | str | None = None,
+        max_length: int | None = None,
+        truncation: bool | None = None,
+        pad_to_multiple_of: int | None = None,
         return_attention_mask: bool | None = None,
+        return_tensors: str | TensorType | None = None,
         resample: bool = False,
         average_channels: bool = False,
         add_channel_dim: bool = False,
+        target_length=_UNSET,
+        **kwargs,
     ) -> BatchFeature:
         """
         Compute model inputs for one clip or a batch.
@@ -286,55 +321,108 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         Args:
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]` or a list of those):
                 Float audio in [-1, 1]. A 1-D array or a list of numbers is one clip; a list of arrays is a batch; a
-                2-D array is a batch of equal-length clips, except that one with a dimension of size 2 is ambiguous
-                and is read as a stereo clip only when `average_channels=True`. Inside a list, a 2-D clip is
-                multi-channel audio (`(channels, samples)` or `(samples, channels)`).
+                2-D array is a batch of equal-length clips, except that a `(samples, 1)` or `(1, samples)` array is
+                one mono clip (`soundfile.read(..., always_2d=True)` returns mono that way), and one with a dimension
+                of size 2 is ambiguous (stereo or two clips) and is read as a stereo clip only when
+                `average_channels=True`. Inside a list, a 2-D clip is multi-channel audio (`(channels, samples)` or
+                `(samples, channels)`).
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech`; strongly recommended, it is checked against `self.sampling_rate`.
-            target_length (`int` or `None`, *optional*):
-                Overrides `self.target_length` (see the class docstring).
-            return_tensors (`str` or [`~utils.TensorType`], *optional*):
-                `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
+            padding (`bool` or `str`, *optional*):
+                `"max_length"` (the original recipe): every clip padded or truncated to `max_length` frames.
+                `True` / `"longest"`: clips keep their own frame counts, rounded up to `pad_to_multiple_of`, and the
+                batch is padded to its longest clip. `False` / `"do_not_pad"`: no padding at all (the frame count of
+                each clip as Kaldi gives it; a batch must then have equal lengths for tensors). Default:
+                `"max_length"`, or `"longest"` when the extractor's `max_length` is None.
+            max_length (`int`, *optional*):
+                Frames for `padding="max_length"` and the truncation length; default: the extractor's `max_length`.
+                A positive multiple of `patch_size`.
+            truncation (`bool`, *optional*):
+                Cut clips longer than `max_length` frames. Default: True with `padding="max_length"` (the recipe) or
+                when `max_length` is given, else False.
+            pad_to_multiple_of (`int`, *optional*):
+                With `padding="longest"`, round the padded length up to a multiple of this (default and minimum: a
+                multiple of `patch_size`, which the model needs).
             return_attention_mask (`bool`, *optional*):
                 Whether to return the `(batch, frames)` int32 frame mask (1 = computed from audio, 0 = padding).
-                Defaults to `True` when the target length is `None`, else to `self.return_attention_mask`.
+                Defaults to `True` with `padding="longest"`, else to `self.return_attention_mask`.
+            return_tensors (`str` or [`~utils.TensorType`], *optional*):
+                `"pt"` for torch tensors, `"np"` or `None` for numpy arrays.
             resample (`bool`, *optional*, defaults to `False`):
                 Resample audio at another rate with `torchaudio.functional.resample` instead of raising.
             average_channels (`bool`, *optional*, defaults to `False`):
                 Average multi-channel clips to mono instead of raising.
             add_channel_dim (`bool`, *optional*, defaults to `False`):
                 Return `input_values` as `(batch, 1, frames, mel_bins)` (the original layout).
+            target_length (`int` or `None`, *optional*):
+                The original recipe's argument: an int means `padding="max_length", max_length=target_length`; None
+                means `padding="longest"`.
 
         Returns:
             [`BatchFeature`] with `input_values` of shape `(batch, frames, mel_bins)` (float32) and, if requested,
             `attention_mask` of shape `(batch, frames)` (int32).
         """
-        target_length = self.target_length if target_length is _DEFAULT else target_length
-        _check_target_length(target_length)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.__call__ got unexpected argument(s) {sorted(kwargs)}.")
+        if target_length is not _UNSET:
+            if padding is not None or max_length is not None:
+                raise ValueError("pass either target_length (the original's name) or padding/max_length, not both.")
+            _check_frame_count("target_length", target_length, self.patch_size, allow_none=True)
+            padding, max_length = ("longest", None) if target_length is None else ("max_length", target_length)
+        plan = self._padding_plan(padding, max_length, truncation, pad_to_multiple_of)
         if return_attention_mask is None:
-            return_attention_mask = target_length is None or self.return_attention_mask
+            return_attention_mask = plan.strategy == "longest" or self.return_attention_mask
         needs_resampling = self._check_sampling_rate(sampling_rate, resample)
 
         clips = self._split_clips(raw_speech, average_channels)
+        min_samples = self.frame_length if plan.strategy == "max_length" else self.min_num_samples
         clips = [
-            self._prepare_clip(
-                clip, index, len(clips), sampling_rate if needs_resampling else None, self.min_samples_for(target_length)
-            )
+            self._prepare_clip(clip, index, len(clips), sampling_rate if needs_resampling else None, min_samples)
             for index, clip in enumerate(clips)
         ]
         fbanks = self._compute_fbanks(clips)
-        input_values, attention_mask = self._pad_and_stack(fbanks, target_length)
+        input_values, attention_mask = self._pad_and_stack(fbanks, plan)
+        if isinstance(input_values, list) and return_tensors is not None:
+            raise ValueError(
+                "padding='do_not_pad' gave clips of different lengths, which cannot form one tensor: pass "
+                "padding=True (or return_tensors=None for a list of arrays)."
+            )
         if self.do_normalize:
-            input_values = (input_values - self.mean) / (self.std * 2)
+            input_values = _apply(lambda values: (values - self.mean) / (self.std * 2), input_values)
         if add_channel_dim:
-            input_values = input_values[:, None]
+            input_values = _apply(lambda values: values.unsqueeze(-3), input_values)
 
         data = {"input_values": input_values}
         if return_attention_mask:
             data["attention_mask"] = attention_mask
         if return_tensors is None or TensorType(return_tensors) != TensorType.PYTORCH:
-            data = {key: value.numpy() for key, value in data.items()}
+            data = {key: _apply(lambda value: value.numpy(), value) for key, value in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def _padding_plan(self, padding, max_length, truncation, pad_to_multiple_of) -> "PaddingPlan":
+        """Validates the padding arguments against the recipe and resolves their defaults."""
+        if padding is None:
+            padding = "max_length" if self.max_length is not None else "longest"
+        strategies = {True: "longest", "longest": "longest", "max_length": "max_length", False: "do_not_pad",
+                      "do_not_pad": "do_not_pad"}
+        if isinstance(padding, PaddingStrategy):
+            padding = padding.value
+        if not isinstance(padding, (bool, str)) or padding not in strategies:
+            raise ValueError(
+                f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}."
+            )
+        strategy = strategies[padding]
+        _check_frame_count("max_length", max_length, self.patch_size, allow_none=True)
+        length = max_length if max_length is not None else self.max_length
+        if strategy == "max_length" and length is None:
+            raise ValueError("padding='max_length' needs a max_length (the extractor's max_length is None).")
+        if truncation is None:
+            truncation = strategy == "max_length" or max_length is not None
+        if truncation and length is None:
+            raise ValueError("truncation=True needs a max_length (the extractor's max_length is None).")
+        multiple = self.patch_size if pad_to_multiple_of is None else pad_to_multiple_of
+        _check_frame_count("pad_to_multiple_of", multiple, self.patch_size)
+        return PaddingPlan(strategy, length if truncation or strategy == "max_length" else None, multiple)
 
     def _check_sampling_rate(self, sampling_rate: int | None, resample: bool) -> bool:
         """Validate `sampling_rate`; return whether the audio must be resampled."""
@@ -362,6 +450,8 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             audio = _to_float_tensor(raw_speech, "The audio")
             if audio.ndim == 1:
                 return [audio]
+            if audio.ndim == 2 and 1 in audio.shape:
+                return [audio.reshape(-1)]
             if audio.ndim == 2 and 2 in audio.shape:
                 if not average_channels:
                     raise ValueError(
@@ -428,7 +518,7 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
     def _compute_fbanks(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
         """Log-mel filter banks `(frames_i, mel_bins)` of mean-removed clips; torch stacks equal lengths."""
         if self._resolved_backend() == "torchaudio":
-            return [torchaudio_fbank(clip, self.sampling_rate, self.feature_size) for clip in clips]
+            return [torchaudio_fbank(clip, self.sampling_rate, self.num_mel_bins) for clip in clips]
         fbanks = [None] * len(clips)
         for chunk in self._equal_length_chunks(clips):
             batch = torch.stack([clips[index] for index in chunk])
@@ -448,29 +538,90 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         return chunks
 
     def _pad_and_stack(
-        self, fbanks: list[torch.Tensor], target_length: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad with `padding_value` / truncate to a common length.
+        self, fbanks: list[torch.Tensor], plan: "PaddingPlan"
+    ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor | list[torch.Tensor]]:
+        """Truncates, pads with `padding_value` and stacks the filter banks as `plan` says.
 
         Returns:
-            features `(batch, frames, mel_bins)` and the int32 frame mask `(batch, frames)`.
+            features `(batch, frames, mel_bins)` and the int32 frame mask `(batch, frames)`; with
+            `padding="do_not_pad"` and clips of different lengths, lists of `(frames_i, mel_bins)` / `(frames_i,)`.
         """
-        if target_length is None:
-            target_length = max(math.ceil(fbank.shape[0] / self.patch_size) * self.patch_size for fbank in fbanks)
-        features = torch.full((len(fbanks), target_length, self.feature_size), float(self.padding_value))
-        attention_mask = torch.zeros((len(fbanks), target_length), dtype=torch.int32)
+        if plan.truncate_to is not None:
+            fbanks = [fbank[: plan.truncate_to] for fbank in fbanks]
+        lengths = [fbank.shape[0] for fbank in fbanks]
+        if plan.strategy == "do_not_pad" and len(set(lengths)) > 1:
+            return fbanks, [torch.ones(length, dtype=torch.int32) for length in lengths]
+        if plan.strategy == "max_length":
+            frames = plan.truncate_to
+        elif plan.strategy == "longest":
+            frames = math.ceil(max(lengths) / plan.multiple) * plan.multiple
+        else:
+            frames = max(lengths)
+        features = torch.full((len(fbanks), frames, self.num_mel_bins), float(self.padding_value))
+        attention_mask = torch.zeros((len(fbanks), frames), dtype=torch.int32)
         for row, fbank in enumerate(fbanks):
-            num_frames = min(fbank.shape[0], target_length)
-            features[row, :num_frames] = fbank[:num_frames]
-            attention_mask[row, :num_frames] = 1
+            features[row, : fbank.shape[0]] = fbank
+            attention_mask[row, : fbank.shape[0]] = 1
         return features, attention_mask
 
 
-def _check_target_length(target_length) -> None:
-    if target_length is not None and (
-        isinstance(target_length, bool) or not isinstance(target_length, int) or target_length <= 0
-    ):
-        raise ValueError(f"target_length must be a positive int or None, got {target_length!r}.")
+@dataclass(frozen=True)
+class PaddingPlan:
+    """How `SSLAMFeatureExtractor.__call__` pads: `strategy` ("max_length", "longest" or "do_not_pad"), the length
+    clips are cut to (None = no truncation; for "max_length" also the padded length) and the multiple "longest"
+    rounds up to."""
+
+    strategy: str
+    truncate_to: int | None
+    multiple: int
+
+
+def _apply(function, value):
+    """`function(value)`, or `[function(item) ...]` for a list (the per-clip arrays of `padding="do_not_pad"`)."""
+    return [function(item) for item in value] if isinstance(value, list) else function(value)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_frame_count(name: str, value, patch_size: int, allow_none: bool = False) -> None:
+    """A frame count the model can take: a positive int multiple of `patch_size` (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    _check_positive_int(name, value)
+    if value % patch_size != 0:
+        raise ValueError(
+            f"{name} must be a multiple of patch_size ({patch_size}) frames, which the model needs; got {value}."
+        )
+
+
+def _resolve_alias(name: str, value, alias: str, alias_value, default):
+    """`value`, or the alias's value when only the alias was given (e.g. an older `preprocessor_config.json`)."""
+    if alias_value is _UNSET:
+        return value
+    if alias_value is not None:
+        _check_positive_int(alias, alias_value)
+    if value != default and value != alias_value:
+        raise ValueError(f"{name}={value!r} and its alias {alias}={alias_value!r} disagree; pass only {name}.")
+    return alias_value
+
+
+def _channels_and_mel_bins(feature_size, num_mel_bins) -> tuple[int, int]:
+    """AST's vocabulary: `feature_size` = input channels (1), `num_mel_bins` = mel bins. A `feature_size` above 1
+    without `num_mel_bins` is how earlier versions of this extractor stored the mel bins; it is read that way."""
+    if num_mel_bins is None:
+        if feature_size == 1:
+            return 1, 128
+        logger.info(f"Reading feature_size={feature_size} as num_mel_bins (the layout of earlier SSLAM extractors).")
+        return 1, feature_size
+    if feature_size != 1:
+        raise ValueError(
+            f"feature_size is the number of input channels and SSLAM takes mono audio: it must be 1, got "
+            f"{feature_size} (the mel bins are num_mel_bins)."
+        )
+    return feature_size, num_mel_bins
 
 
 __all__ = ["NORMALIZATION_STATS", "SSLAMFeatureExtractor", "kaldi_fbank", "kaldi_mel_filters"]

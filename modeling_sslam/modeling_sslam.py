@@ -16,10 +16,12 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sslam import SSLAMConfig
 
@@ -48,16 +50,38 @@ def build_2d_sincos_position_table(hidden_size: int, time_patches: int, freq_pat
     return table.unsqueeze(0)
 
 
-def frame_mask_to_token_mask(attention_mask: torch.Tensor, patch_size: int, freq_patches: int) -> torch.Tensor:
-    """Turns a frame mask into a patch-token mask.
+def token_attention_mask(
+    attention_mask: torch.Tensor | None,
+    batch_size: int,
+    num_patches: int,
+    num_frames: int | None,
+    config: SSLAMConfig,
+) -> torch.Tensor | None:
+    """Either attention-mask convention -> the `(B, 1 + N)` bool token mask (True = attend; CLS first).
 
     Args:
-        attention_mask: `(B, T)`, 1 for frames of real audio. A patch row is real when its first frame is.
-    Returns:
-        `(B, (T // patch_size) * freq_patches)` bool, time-major like the tokens.
+        attention_mask: `None`; frame-level `(B, T)` (1 for frames of real audio, as the feature extractor returns it;
+            a patch row is real when any of its frames is, and the CLS token is always real); or token-level
+            `(B, 1 + N)` (1 for the tokens to attend to: CLS, then the N time-major patch tokens), used as given. T is
+            a multiple of the patch size and 1 + N is odd, so the two shapes never coincide.
+        num_frames: frames of the input, or None when the model was given patch embeddings (token masks only).
     """
-    rows = attention_mask[:, ::patch_size].bool()
-    return rows.repeat_interleave(freq_patches, dim=1)
+    if attention_mask is None:
+        return None
+    expected = [f"({batch_size}, {1 + num_patches}) with one entry per token (CLS + patches)"]
+    if num_frames is not None:
+        expected.insert(0, f"({batch_size}, {num_frames}) with one entry per frame")
+    lengths = (1 + num_patches,) if num_frames is None else (num_frames, 1 + num_patches)
+    if attention_mask.ndim != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] not in lengths:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; expected " + " or ".join(expected) + "."
+        )
+    mask = attention_mask.bool()
+    if mask.shape[1] == 1 + num_patches:
+        return mask
+    rows = mask.reshape(batch_size, num_frames // config.patch_size, config.patch_size).any(dim=-1)
+    patches = rows.repeat_interleave(config.num_freq_patches, dim=1)
+    return torch.cat([patches.new_ones(batch_size, 1), patches], dim=1)
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -87,8 +111,6 @@ class SSLAMPatchEmbeddings(nn.Module):
 
     def __init__(self, config: SSLAMConfig):
         super().__init__()
-        self.patch_size = config.patch_size
-        self.num_mel_bins = config.num_mel_bins
         self.projection = nn.Conv2d(
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
@@ -102,7 +124,6 @@ class SSLAMEmbeddings(nn.Module):
 
     def __init__(self, config: SSLAMConfig):
         super().__init__()
-        self.config = config
         self.patch_embeddings = SSLAMPatchEmbeddings(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         table = build_2d_sincos_position_table(config.hidden_size, config.max_time_patches, config.num_freq_patches)
@@ -131,13 +152,14 @@ def eager_attention_forward(
     """Attention as the original computes it: q scaled before q.k^T, softmax in float32.
 
     Args:
-        query, key, value: `(B, H, S, head_dim)`. attention_mask: bool `(B, 1, 1, S)` (True = attend) or None.
+        query, key, value: `(B, H, S, head_dim)`. attention_mask: additive float `(B, 1, S, S)` (0 = attend, the
+            dtype's minimum = masked), as `create_bidirectional_mask` builds it for eager attention, or None.
     Returns:
         output `(B, S, H, head_dim)` and weights `(B, H, S, S)`.
     """
     scores = torch.matmul(query * scaling, key.transpose(-2, -1))
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        scores = scores + attention_mask
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
@@ -162,18 +184,14 @@ class SSLAMAttention(nn.Module):
         self.o_proj = nn.Linear(size, size)
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = states.shape
-        return states.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`(B, S, D)` -> `(B, S, D)` and the attention weights (eager only)."""
-        batch, length, _ = hidden_states.shape
-        query = self._split_heads(self.q_proj(hidden_states))
-        key = self._split_heads(self.k_proj(hidden_states))
-        value = self._split_heads(self.v_proj(hidden_states))
+        """`(B, S, D)` -> `(B, S, D)` and the attention weights (None for implementations that do not return them)."""
+        hidden_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -186,15 +204,15 @@ class SSLAMAttention(nn.Module):
             attention_mask,
             scaling=self.scaling,
             dropout=self.dropout if self.training else 0.0,
-            is_causal=False,
             **kwargs,
         )
-        output = output.reshape(batch, length, -1)
+        output = output.reshape(*hidden_states.shape[:-1], -1)
         return self.output_dropout(self.o_proj(output)), weights
 
 
 class SSLAMMLP(nn.Module):
-    """fc1 -> activation -> dropout -> fc2 -> dropout."""
+    """fc1 -> activation -> dropout -> fc2 -> dropout. Its output is the original's per-layer "layer result", the
+    feature the pre-training teacher turns into targets (recorded as `ffn_outputs`)."""
 
     def __init__(self, config: SSLAMConfig):
         super().__init__()
@@ -210,11 +228,7 @@ class SSLAMMLP(nn.Module):
 
 
 class SSLAMLayer(GradientCheckpointingLayer):
-    """Post-norm block: `x = x + attn(x); r = LN1(x); f = mlp(r); out = LN2(r + f)`.
-
-    Returns the block output, the raw MLP output `f` (the teacher's per-layer target feature) and the attention
-    weights (eager only).
-    """
+    """Post-norm block: `x = x + attn(x); r = LN1(x); f = mlp(r); out = LN2(r + f)`, `(B, S, D)` -> `(B, S, D)`."""
 
     def __init__(self, config: SSLAMConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -227,35 +241,16 @@ class SSLAMLayer(GradientCheckpointingLayer):
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        attention_output, weights = self.attention(hidden_states, attention_mask, **kwargs)
+    ) -> torch.Tensor:
+        attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
         residual = self.attention_layernorm(hidden_states)
         ffn_output = self.mlp(residual)
-        hidden_states = self.output_layernorm(residual + self.drop_path(self.mlp_dropout(ffn_output)))
-        return hidden_states, ffn_output, weights
-
-
-@dataclass
-class SSLAMEncoderOutput(ModelOutput):
-    """
-    Output of [`SSLAMModel.encode_tokens`].
-
-    last_hidden_state (`(B, S, D)`): output of the last block (CLS first).
-    hidden_states (`tuple` of `(B, S, D)`, *optional*): pre-norm output, then every block's output.
-    attentions (`tuple` of `(B, H, S, S)`, *optional*): attention weights of each block (eager attention only).
-    ffn_outputs (`tuple` of `(B, S, D)`, *optional*): each block's MLP output before the residual and the second
-        LayerNorm; the original's "layer results" that the pre-training teacher turns into targets.
-    """
-
-    last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-    ffn_outputs: tuple[torch.Tensor, ...] | None = None
+        return self.output_layernorm(residual + self.drop_path(self.mlp_dropout(ffn_output)))
 
 
 class SSLAMEncoder(nn.Module):
-    """The stack of post-norm blocks, with drop-path rising linearly to `config.drop_path_rate`."""
+    """The stack of post-norm blocks, with drop-path rising linearly from 0 to `config.drop_path_rate`."""
 
     def __init__(self, config: SSLAMConfig):
         super().__init__()
@@ -264,30 +259,29 @@ class SSLAMEncoder(nn.Module):
         self.layer = nn.ModuleList([SSLAMLayer(config, rate) for rate in rates])
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        output_ffn: bool = False,
-    ) -> SSLAMEncoderOutput:
-        all_hidden = [hidden_states] if output_hidden_states else None
-        all_attentions = [] if output_attentions else None
-        all_ffn = [] if output_ffn else None
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         for layer in self.layer:
-            hidden_states, ffn_output, weights = layer(hidden_states, attention_mask)
-            if output_hidden_states:
-                all_hidden.append(hidden_states)
-            if output_attentions:
-                all_attentions.append(weights)
-            if output_ffn:
-                all_ffn.append(ffn_output)
-        return SSLAMEncoderOutput(
-            last_hidden_state=hidden_states,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-            attentions=tuple(all_attentions) if output_attentions else None,
-            ffn_outputs=tuple(all_ffn) if output_ffn else None,
-        )
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        return hidden_states
+
+
+@dataclass
+class SSLAMModelOutput(BaseModelOutputWithPooling):
+    """
+    Output of [`SSLAMModel`].
+
+    last_hidden_state (`(B, 1 + N, D)`): output of the last block (CLS first, then the time-major patch tokens).
+    pooler_output (`(B, D)`): the CLS token.
+    hidden_states (`tuple` of `(B, 1 + N, D)`, *optional*, `output_hidden_states=True`): the input of the first
+        block (after the pre-norm LayerNorm), then every block's output.
+    attentions (`tuple` of `(B, H, S, S)`, *optional*, `output_attentions=True`): attention weights of each block.
+    ffn_outputs (`tuple` of `(B, 1 + N, D)`, *optional*, `output_ffn_outputs=True`): each block's MLP output before
+        the residual and the second LayerNorm; the original's "layer results" that the pre-training teacher turns
+        into targets.
+    """
+
+    ffn_outputs: tuple[torch.Tensor, ...] | None = None
 
 
 class SSLAMPreTrainedModel(PreTrainedModel):
@@ -300,6 +294,12 @@ class SSLAMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SSLAMEmbeddings", "SSLAMLayer"]
     _supports_sdpa = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": SSLAMLayer,
+        "attentions": SSLAMAttention,
+        "ffn_outputs": OutputRecorder(SSLAMMLP, capture_initial_hidden_state=False),
+    }
     _input_embed_layer = "patch_embeddings"
 
     @torch.no_grad()
@@ -326,7 +326,6 @@ class SSLAMPreTrainedModel(PreTrainedModel):
             )
             init.copy_(module.position_embeddings, table)
 
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also maps `AutoModel` to `SSLAMModel` in the saved `auto_map`, so `trust_remote_code=True` users can load
         the encoder of any saved SSLAM folder (transformers writes only the saved class's own entry)."""
@@ -352,7 +351,12 @@ class SSLAMModel(SSLAMPreTrainedModel):
         return self.embeddings.patch_embeddings.projection
 
     def prepare_input_values(self, input_values: torch.Tensor) -> torch.Tensor:
-        """Checks the input and returns it as `(B, C, T, F)`."""
+        """Checks the input and returns it as `(B, C, T, F)` in the model's dtype."""
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(
+                f"input_values must be a torch.Tensor, got {type(input_values).__name__}; call the feature extractor "
+                "with return_tensors='pt' (or use torch.from_numpy)."
+            )
         if input_values.ndim == 3:
             input_values = input_values.unsqueeze(1)
         if input_values.ndim != 4:
@@ -360,8 +364,10 @@ class SSLAMModel(SSLAMPreTrainedModel):
                 f"input_values must be (batch, frames, mel_bins) or (batch, 1, frames, mel_bins), "
                 f"got shape {tuple(input_values.shape)}."
             )
-        _, channels, frames, bins = input_values.shape
+        batch, channels, frames, bins = input_values.shape
         config = self.config
+        if batch == 0:
+            raise ValueError(f"input_values is an empty batch (shape {tuple(input_values.shape)}).")
         if channels != config.num_channels or bins != config.num_mel_bins:
             raise ValueError(
                 f"input_values has {channels} channel(s) and {bins} mel bins; the model expects "
@@ -375,7 +381,7 @@ class SSLAMModel(SSLAMPreTrainedModel):
         if frames // config.patch_size > config.max_time_patches:
             raise ValueError(
                 f"{frames} frames exceed the position table ({config.max_time_patches * config.patch_size} frames); "
-                "split long audio with modeling_sslam.embedding.embed_long_audio."
+                "split long audio with sslam.modeling_sslam.embedding.embed_long_audio."
             )
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 
@@ -383,131 +389,93 @@ class SSLAMModel(SSLAMPreTrainedModel):
         """`(B, T, F)` or `(B, 1, T, F)` -> patch tokens plus fixed positions `(B, N, D)` (no CLS)."""
         return self.embeddings(self.prepare_input_values(input_values))
 
-    def encode_tokens(
-        self,
-        patch_tokens: torch.Tensor,
-        token_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        output_ffn: bool = False,
-    ) -> SSLAMEncoderOutput:
-        """Prepends CLS, applies the pre-norm LayerNorm and runs the blocks.
-
-        Args:
-            patch_tokens: `(B, N, D)` tokens (with positions; any subset or order of patches).
-            token_mask: optional `(B, N)` bool, True for real patches; padded patches are not attended to.
-        """
-        hidden_states = self.pre_layernorm(self.embeddings.prepend_cls(patch_tokens))
-        attention_mask = None
-        if token_mask is not None:
-            cls_column = token_mask.new_ones(token_mask.shape[0], 1)
-            attention_mask = torch.cat([cls_column, token_mask], dim=1).bool()[:, None, None, :]
-        return self.encoder(
-            hidden_states,
-            attention_mask,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            output_ffn=output_ffn,
-        )
-
-    def token_mask_from_attention_mask(self, attention_mask: torch.Tensor | None, num_tokens: int):
-        """Frame mask `(B, T)` -> patch-token mask `(B, N)`, or None when every patch is real."""
-        if attention_mask is None:
-            return None
-        token_mask = frame_mask_to_token_mask(attention_mask, self.config.patch_size, self.config.num_freq_patches)
-        if token_mask.shape[1] != num_tokens:
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[1]} frames, which does not match the input "
-                f"({num_tokens // self.config.num_freq_patches * self.config.patch_size} frames)."
-            )
-        return None if bool(token_mask.all()) else token_mask
-
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
-        input_values: torch.Tensor,
+        input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        patch_embeddings: torch.Tensor | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> SSLAMModelOutput:
         r"""
         input_values (`(B, T, 128)` or `(B, 1, T, 128)`): normalised log-mel frames from [`SSLAMFeatureExtractor`].
-        attention_mask (`(B, T)`, *optional*): 1 for frames of real audio; padded patch rows are not attended to.
+        attention_mask (`(B, T)` per frame or `(B, 1 + N)` per token, *optional*): 1 for real audio / tokens to
+            attend to; padded patches are not attended to (see [`token_attention_mask`]).
+        patch_embeddings (`(B, N, D)`, *optional*): instead of `input_values`, patch tokens that already carry their
+            positions (e.g. `embed_patches` output, or any subset of its patches), like `inputs_embeds` for text
+            models. The CLS token is prepended.
         """
-        config = self.config
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        return_dict = config.return_dict if return_dict is None else return_dict
-
-        patch_tokens = self.embed_patches(input_values)
-        token_mask = self.token_mask_from_attention_mask(attention_mask, patch_tokens.shape[1])
-        encoded = self.encode_tokens(
-            patch_tokens, token_mask, output_hidden_states=output_hidden_states, output_attentions=output_attentions
-        )
-        output = BaseModelOutputWithPooling(
-            last_hidden_state=encoded.last_hidden_state,
-            pooler_output=encoded.last_hidden_state[:, 0],
-            hidden_states=encoded.hidden_states,
-            attentions=encoded.attentions,
-        )
-        return output if return_dict else output.to_tuple()
+        if (input_values is None) == (patch_embeddings is None):
+            raise ValueError("pass exactly one of input_values and patch_embeddings.")
+        num_frames = None
+        if patch_embeddings is None:
+            num_frames = self.prepare_input_values(input_values).shape[2]
+            patch_embeddings = self.embed_patches(input_values)
+        batch, num_patches, _ = patch_embeddings.shape
+        token_mask = token_attention_mask(attention_mask, batch, num_patches, num_frames, self.config)
+        hidden_states = self.pre_layernorm(self.embeddings.prepend_cls(patch_embeddings))
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=token_mask)
+        hidden_states = self.encoder(hidden_states, mask, **kwargs)
+        return SSLAMModelOutput(last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0])
 
 
 def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """`(B, 1 + N, D)` -> `(B, D)`: the CLS token, or the mean of the real patch tokens."""
+    """`(B, 1 + N, D)` -> `(B, D)`: the CLS token, or the mean of the attended patch tokens (`token_mask`
+    `(B, 1 + N)`, see [`token_attention_mask`])."""
     if pooling == "cls":
         return last_hidden_state[:, 0]
     patches = last_hidden_state[:, 1:]
     if token_mask is None:
         return patches.mean(dim=1)
-    weights = token_mask.to(patches.dtype).unsqueeze(-1)
+    weights = token_mask[:, 1:].to(patches.dtype).unsqueeze(-1)
     return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
-def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None, num_items_in_batch=None
-) -> torch.Tensor:
-    """Sum of per-item losses divided by the item count, so gradient accumulation with `num_items_in_batch` (the
-    Trainer's count over all accumulated micro-batches) gives the same gradient as one large batch.
-
-    single-label: cross-entropy over labels != -100 (items = labels); multi-label: BCE-with-logits (items = label
-    entries); regression: squared error (items = targets).
-    """
-    problem_type = problem_type or infer_problem_type(logits, labels)
-    if problem_type == "single_label_classification":
-        total = F.cross_entropy(logits.float(), labels.long().view(-1), reduction="sum", ignore_index=-100)
-        count = (labels != -100).sum()
-    elif problem_type == "multi_label_classification":
-        total = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
-        count = labels.numel()
-    elif problem_type == "regression":
-        total = F.mse_loss(logits.float().squeeze(-1), labels.float().squeeze(-1), reduction="sum")
-        count = labels.numel()
-    else:
-        raise ValueError(f"Unknown problem_type {problem_type!r}.")
-    if num_items_in_batch is not None:
-        count = num_items_in_batch
-    if isinstance(count, torch.Tensor):
-        count = count.to(total.device)
-    return total / count
 
 
 def infer_problem_type(logits: torch.Tensor, labels: torch.Tensor) -> str:
     """transformers' rule: one output -> regression; integer labels -> single-label; float multi-hot -> multi-label."""
     if logits.shape[-1] == 1:
         return "regression"
-    if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8) and labels.ndim == 1:
+    if not labels.is_floating_point() and labels.ndim == 1:
         return "single_label_classification"
     return "multi_label_classification"
+
+
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """The original fine-tuning recipe's loss of one batch (the loss `Trainer` optimises, averaged over the
+    micro-batches of a gradient-accumulation step).
+
+    * single-label, hard `(B,)` class ids: cross-entropy with `label_smoothing`, mean over labels != -100;
+    * single-label, soft `(B, C)` targets (mixup): soft cross-entropy, mean over the batch;
+    * multi-label `(B, C)`: BCE-with-logits summed over the batch and divided by its label mass `labels.sum()`;
+    * regression: mean squared error.
+    """
+    problem_type = problem_type or infer_problem_type(logits, labels)
+    logits = logits.float()
+    if problem_type == "single_label_classification":
+        if labels.ndim == 2:
+            return F.cross_entropy(logits, labels.float())
+        return F.cross_entropy(logits, labels.long().view(-1), ignore_index=-100, label_smoothing=label_smoothing)
+    if problem_type == "multi_label_classification":
+        total = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum")
+        return total / labels.float().sum().clamp(min=1.0)
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.float().squeeze(-1))
+    raise ValueError(f"Unknown problem_type {problem_type!r}.")
 
 
 class SSLAMForAudioClassification(SSLAMPreTrainedModel):
     """Encoder -> CLS (or mean of patch tokens, `config.pooling`) -> fc_norm (LayerNorm, eps 1e-6) -> Linear.
 
-    Returns logits `(B, num_labels)`; with `labels` also the loss (cross-entropy, BCE for
-    `problem_type="multi_label_classification"`, or MSE).
+    Returns logits `(B, num_labels)`; with `labels` also the loss of [`classification_loss`] (the original recipe,
+    with `config.label_smoothing`).
     """
+
+    # The loss is normalised per batch (by its label mass for multi-label data, as the original): the Trainer averages
+    # it over gradient-accumulation micro-batches instead of passing `num_items_in_batch`.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: SSLAMConfig):
         super().__init__(config)
@@ -517,50 +485,40 @@ class SSLAMForAudioClassification(SSLAMPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
-        input_values: torch.Tensor,
+        input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
+    ) -> SequenceClassifierOutput:
         r"""
-        labels (`(B,)` class indices, or `(B, num_labels)` multi-hot floats, *optional*): targets for the loss.
+        labels (`(B,)` class indices, `(B, num_labels)` multi-hot or soft targets, *optional*): targets for the loss.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.sslam(
-            input_values,
-            attention_mask=attention_mask,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
+        outputs = self.sslam(input_values, attention_mask=attention_mask, **kwargs)
         token_mask = None
-        if self.config.pooling == "mean":
-            token_mask = self.sslam.token_mask_from_attention_mask(
-                attention_mask, outputs.last_hidden_state.shape[1] - 1
-            )
+        if self.config.pooling == "mean" and attention_mask is not None:
+            hidden = outputs.last_hidden_state
+            frames = self.sslam.prepare_input_values(input_values).shape[2]
+            token_mask = token_attention_mask(attention_mask, hidden.shape[0], hidden.shape[1] - 1, frames, self.config)
         pooled = pool_tokens(outputs.last_hidden_state, self.config.pooling, token_mask)
         logits = self.classifier(self.fc_norm(pooled))
-
         loss = None
         if labels is not None:
-            loss = classification_loss(
-                logits, labels, self.config.problem_type, kwargs.get("num_items_in_batch")
-            )
-        output = SequenceClassifierOutput(
+            loss = classification_loss(logits, labels, self.config.problem_type, self.config.label_smoothing)
+        return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
-    "SSLAMModel",
     "SSLAMForAudioClassification",
+    "SSLAMModel",
+    "SSLAMModelOutput",
     "SSLAMPreTrainedModel",
     "build_2d_sincos_position_table",
+    "classification_loss",
     "pool_tokens",
+    "token_attention_mask",
 ]

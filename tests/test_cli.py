@@ -47,7 +47,7 @@ def sslam_side_by_side(*commands: list) -> None:
     """Runs several `sslam` commands at once (each start-up imports torch and transformers) and checks they pass."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *map(str, args)],
+            [sys.executable, "-m", "sslam.cli.main", *map(str, args)],
             cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         for args in commands
@@ -148,7 +148,7 @@ def test_embed_cls_and_frames_write_one_npy_per_clip(model_dir, clips, classifie
         ["embed", *clips, "--model", model_dir, "--pooling", "frames", "--output-dir", tmp_path],
     )
     hidden_size, patch_size = model.config.hidden_size, model.config.patch_size
-    num_patches = (extractor.target_length // patch_size) * (extractor.feature_size // patch_size)  # 512 for 10 s
+    num_patches = (extractor.max_length // patch_size) * (extractor.num_mel_bins // patch_size)  # 512 for 10 s
     for clip in clips:
         cls = np.load(tmp_path / f"{clip.stem}.cls.npy")
         assert cls.shape == (hidden_size,)

@@ -18,7 +18,7 @@ REPO = demo_data.DEMO_DIR.parent
 def quick_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo")
     completed = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--quick", "--output_dir", str(output_dir)],
+        [sys.executable, "-m", "sslam.cli.main", "demo", "--quick", "--output_dir", str(output_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -61,7 +61,7 @@ def test_quick_demo_saves_loadable_encoders_with_cards(quick_run):
         folder = output_dir / "encoders" / name
         model = AutoModel.from_pretrained(folder).eval()
         extractor = AutoFeatureExtractor.from_pretrained(folder)
-        assert extractor.target_length == results["settings"]["clip_frames"]
+        assert extractor.max_length == results["settings"]["max_length"]
         card = ModelCard.load(folder / "README.md")
         reported = {round(result.metric_value, 2) for result in card.data.eval_results}
         assert {round(100 * value, 2) for value in results["scores"][name].values()} == reported
@@ -75,7 +75,7 @@ def test_cli_embed_and_classify_on_bundled_clip(quick_run, tmp_path):
     target = tmp_path / "emb.npy"
 
     completed = subprocess.run(
-        [sys.executable, "-m", "cli.main", "embed", clip, "--model", str(encoder), "--output", str(target)],
+        [sys.executable, "-m", "sslam.cli.main", "embed", clip, "--model", str(encoder), "--output", str(target)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
 

@@ -11,8 +11,8 @@ from sslam.demo_data.loader import (
     EXAMPLE_CLIP,
     SAMPLE_RATE,
     class_names,
-    load_labelled,
-    load_mixtures,
+    load_labelled_dataset,
+    load_mixture_dataset,
     load_pretrain_files,
     materialize_mixture,
     read_manifest,
@@ -132,7 +132,7 @@ def test_mixtures_use_clips_of_their_own_split_only(set_name):
 def test_mixture_materialisation_is_deterministic():
     recipe = read_mixture_recipes("events", "test")[0]
     rows = {row["id"]: row for row in read_manifest("events", "test")}
-    clips = {c["clip"]: loader.load_waveform("events", rows[c["clip"]]["path"]) for c in recipe["components"]}
+    clips = {c["clip"]: loader.read_clip("events", rows[c["clip"]]["path"]) for c in recipe["components"]}
     first = materialize_mixture(recipe, clips)
     second = materialize_mixture(recipe, dict(reversed(list(clips.items()))))
     assert first.dtype == np.float32 and first.shape == (3 * SAMPLE_RATE,)
@@ -140,19 +140,27 @@ def test_mixture_materialisation_is_deterministic():
     assert np.isclose(np.abs(first).max(), 0.7)
 
 
-def test_load_mixtures_returns_multi_hot_targets():
-    waveforms, targets, names = load_mixtures("instruments", "test")
-    assert waveforms.shape == (200, 3 * SAMPLE_RATE) and targets.shape == (200, len(names))
-    assert set(targets.sum(axis=1)) <= {2.0, 3.0}
-    assert np.allclose(np.abs(waveforms).max(axis=1), 0.7)
+def test_mixture_dataset_has_the_labelled_audio_schema():
+    from sslam.evaluation.datasets_io import label_targets
+
+    mixtures = load_mixture_dataset("instruments", "test")
+    names = class_names("instruments")
+    assert mixtures.num_rows == 200 and mixtures.features["labels"].feature.names == names
+    targets = label_targets(mixtures)
+    assert targets.shape == (200, len(names)) and set(targets.sum(axis=1)) <= {2.0, 3.0}
+    recipes = read_mixture_recipes("instruments", "test")
+    assert [names[i] for i in mixtures[0]["labels"]] == sorted(recipes[0]["labels"])
+    waveforms = np.stack([np.asarray(audio["array"]) for audio in mixtures["audio"]])
+    assert waveforms.shape == (200, 3 * SAMPLE_RATE) and np.allclose(np.abs(waveforms).max(axis=1), 0.7)
+    assert {audio["sampling_rate"] for audio in mixtures["audio"]} == {SAMPLE_RATE}
 
 
-def test_load_labelled_gives_float_waveforms_and_known_labels():
-    clips = load_labelled("events", "test")
+def test_labelled_dataset_gives_float_waveforms_and_known_labels():
+    clips = load_labelled_dataset("events", "test")
     assert len(clips) == sum(row["split"] == "test" for row in read_manifest("events"))
-    waveform, label = clips[0]
-    assert waveform.dtype == np.float32 and waveform.ndim == 1 and np.abs(waveform).max() <= 1.0
-    assert label in EVENT_COUNTS
+    waveform = np.asarray(clips[0]["audio"]["array"], dtype=np.float32)
+    assert waveform.ndim == 1 and np.abs(waveform).max() <= 1.0
+    assert clips.features["label"].int2str(clips[0]["label"]) in EVENT_COUNTS
 
 
 def test_example_clip_is_ten_seconds_of_real_audio():
@@ -163,4 +171,5 @@ def test_example_clip_is_ten_seconds_of_real_audio():
 def test_load_labelled_dataset_has_class_label_feature():
     dataset = loader.load_labelled_dataset("instruments", "test")
     assert dataset.num_rows == 96 and dataset.features["label"].names == class_names("instruments")
-    assert len(dataset[0]["waveform"]) == 3 * SAMPLE_RATE
+    assert len(dataset[0]["audio"]["array"]) == 3 * SAMPLE_RATE and dataset[0]["audio"]["sampling_rate"] == SAMPLE_RATE
+    assert dataset[0]["id"] == read_manifest("instruments", "test")[0]["id"]

@@ -22,14 +22,16 @@ from safetensors.torch import load_file
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
 from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
 from sslam.training.data import EpochShuffleSampler
-from sslam.training.pretrain import MODEL_SIZES, build_trainer, main, parse_args
+from sslam.training.arguments import MODEL_SIZES, parse_args
+from sslam.training.ema import TeacherEMA
+from sslam.training.pretrain import build_trainer, main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 TINY_FLAGS = [
     "--model_size", "tiny", "--max_length", "256", "--clone_batch", "2", "--unmixed_window_frames", "64",
     "--mask_noise_std", "0",  # the mask-token noise comes from each process's own RNG stream
-    "--per_device_train_batch_size", "2", "--num_workers", "0", "--logging_steps", "1", "--save_steps", "1000",
+    "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0", "--logging_steps", "1", "--save_steps", "1000",
     "--seed", "3", "--ema_sync_check_steps", "1",
 ]  # fmt: skip
 
@@ -59,7 +61,7 @@ def launch_two_processes(argv: list[str]) -> None:
     command = [
         str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        "-m", "training.pretrain", *argv,
+        "-m", "sslam.training.pretrain", *argv,
     ]  # fmt: skip
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
@@ -118,7 +120,7 @@ def test_stage2_two_process_step_is_the_mean_of_the_half_batch_steps(audio_dir, 
     for name, gradient in gradients[0].items():
         expected = initial[name] - learning_rate * (gradient + gradients[1][name]) / 2
         torch.testing.assert_close(ddp_weights[name], expected, rtol=0, atol=2e-6, msg=name)
-    decay = model.ema_decay_at(1)
+    decay = TeacherEMA.from_config(model.config).decay_at(1)
     for name, param in model.sslam.named_parameters():
         expected = decay * initial[f"teacher.{name}"] + (1 - decay) * ddp_weights[f"sslam.{name}"]
         torch.testing.assert_close(ddp_weights[f"teacher.{name}"], expected, rtol=0, atol=1e-6, msg=name)

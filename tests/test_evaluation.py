@@ -15,13 +15,19 @@ from sslam.evaluation.finetune import (
     AudioClassificationCollator,
     SpectrogramAugmentation,
     build_finetune_trainer,
-    finetune_loss,
     label_config,
     layer_decay_parameter_groups,
 )
-from sslam.evaluation.linear_probe import EmbeddingCache, compute_features, run_linear_probe
+from sslam.evaluation.linear_probe import (
+    EmbeddingCache,
+    EncoderFeatures,
+    LogMelStatistics,
+    compute_features,
+    run_linear_probe,
+)
 from sslam.evaluation.run import main as run_cli
 from sslam.modeling_sslam import SSLAMConfig, SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.audio_io import decode_audio
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 
 SR = 16_000
@@ -50,7 +56,7 @@ def tiny_config(**kwargs) -> SSLAMConfig:
 
 @pytest.fixture(scope="module")
 def extractor():
-    return SSLAMFeatureExtractor(target_length=128)
+    return SSLAMFeatureExtractor(max_length=128)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +92,25 @@ def torchcodec_works() -> bool:
 # ------------------------------------------------------------------------------------------------ loaders
 
 
-def test_load_waveform_accepts_every_audio_form(audio_tree):
+def load_waveform(value):
+    return decode_audio(value, SR)
+
+
+def test_decode_audio_accepts_every_audio_form(audio_tree):
     path = audio_tree / "train" / "dog" / "0.wav"
-    from_path = dio.load_waveform(str(path))
+    from_path = load_waveform(str(path))
     assert from_path.dtype == np.float32 and from_path.shape == (8000,)  # 0.5 s at 8 kHz -> 16 kHz, channels averaged
-    np.testing.assert_allclose(dio.load_waveform({"path": str(path), "bytes": None}), from_path)
-    np.testing.assert_allclose(dio.load_waveform({"path": None, "bytes": path.read_bytes()}), from_path, atol=1e-6)
+    np.testing.assert_allclose(load_waveform({"path": str(path), "bytes": None}), from_path)
+    np.testing.assert_allclose(load_waveform({"path": None, "bytes": path.read_bytes()}), from_path, atol=1e-6)
     samples, rate = sf.read(path, dtype="float32")
-    from_array = dio.load_waveform({"array": samples.mean(1), "sampling_rate": rate})
+    from_array = load_waveform({"array": samples.mean(1), "sampling_rate": rate})
     np.testing.assert_allclose(from_array, from_path, atol=1e-6)
-    np.testing.assert_array_equal(dio.load_waveform(from_path), from_path)
+    np.testing.assert_array_equal(load_waveform(from_path), from_path)
     decoded = SimpleNamespace(data=torch.from_numpy(samples.T.copy()), sample_rate=rate)  # torchcodec's AudioSamples
-    from_decoder = dio.load_waveform(SimpleNamespace(get_all_samples=lambda: decoded))
+    from_decoder = load_waveform(SimpleNamespace(get_all_samples=lambda: decoded))
     np.testing.assert_allclose(from_decoder, from_path, atol=1e-6)
     with pytest.raises(ValueError, match="1-D"):
-        dio.load_waveform(np.zeros((2, 100)))
+        load_waveform(np.zeros((2, 100)))
 
 
 def test_load_audiofolder_with_splits(audio_tree):
@@ -108,7 +118,7 @@ def test_load_audiofolder_with_splits(audio_tree):
     assert set(data) == {"train", "test"}
     assert data["train"].features["label"].names == ["cat", "dog"]
     assert data["train"]["label"] == [0, 0, 1, 1] and data["test"]["label"] == [0, 1]
-    assert dio.load_waveform(data["test"][1]["audio"]).shape == (8000,)
+    assert load_waveform(data["test"][1]["audio"]).shape == (8000,)
     single = dio.load_audiofolder(audio_tree / "train", decode=False)
     assert len(single) == 4 and dio.label_targets(single).tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="no audio files"):
@@ -118,7 +128,7 @@ def test_load_audiofolder_with_splits(audio_tree):
 @pytest.mark.skipif(not torchcodec_works(), reason="datasets decodes audio with torchcodec, which needs FFmpeg")
 def test_load_audiofolder_decoded_with_torchcodec(audio_tree):
     data = dio.load_audiofolder(audio_tree / "test")
-    assert dio.load_waveform(data[1]["audio"]).shape == (8000,)
+    assert load_waveform(data[1]["audio"]).shape == (8000,)
 
 
 def test_load_csv_manifest_single_and_multi_label(tmp_path, audio_tree):
@@ -141,9 +151,9 @@ def test_load_fairseq_tsv_and_lbl(tmp_path, audio_tree):
     (tmp_path / "eval.lbl").write_text("cat/0\t/m/cat,/m/dog\ndog/1\t/m/dog\n")
     (tmp_path / "label_descriptors.csv").write_text('0,/m/dog,"Dog"\n1,/m/bird,"Bird"\n2,/m/cat,"Cat"\n')
     data = dio.load_fairseq_manifest(tmp_path / "eval.tsv", decode=False)
-    assert dio.class_names(data) == ["/m/dog", "/m/bird", "/m/cat"]
+    assert dio.label_names(data) == ["/m/dog", "/m/bird", "/m/cat"]
     np.testing.assert_array_equal(dio.label_targets(data), [[1, 0, 1], [1, 0, 0]])
-    assert dio.load_waveform(data[0]["audio"]).shape == (8000,)
+    assert load_waveform(data[0]["audio"]).shape == (8000,)
     (tmp_path / "short.lbl").write_text("cat/0\t/m/cat\n")
     with pytest.raises(ValueError, match="1 entries"):
         dio.load_fairseq_manifest(tmp_path / "eval.tsv", tmp_path / "short.lbl")
@@ -157,7 +167,7 @@ def test_mixtures_labels_are_the_source_classes(tone_splits):
     assert isinstance(mixtures, DatasetDict) and set(mixtures) == {"train", "test"}
     for split, data in mixtures.items():
         source_labels = np.asarray(tone_splits[split]["label"])
-        assert dio.class_names(data) == CLASS_NAMES[:3]
+        assert dio.label_names(data) == CLASS_NAMES[:3]
         for row in data:
             assert 2 <= len(row["labels"]) <= 3
             assert row["labels"] == sorted(source_labels[row["source_indices"]].tolist())  # split-preserving
@@ -182,7 +192,7 @@ def test_mixtures_written_to_files(tmp_path, tone_splits):
     data = dio.build_polyphonic_mixtures(tone_splits["test"], num_mixtures=3, output_dir=tmp_path, duration_s=1.0)
     data = data.cast_column("audio", Audio(decode=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"mixture_00000{i}.wav" for i in range(3)]
-    assert dio.load_waveform(data[0]["audio"]).shape == (SR,)
+    assert load_waveform(data[0]["audio"]).shape == (SR,)
 
 
 def test_mix_sources_places_scales_and_normalises():
@@ -209,13 +219,14 @@ def tiny_encoder():
 
 
 def test_logmel_baseline_probe_separates_tones(tone_splits, extractor):
-    assert run_linear_probe(tone_splits["train"], tone_splits["test"], extractor)["accuracy"] >= 0.9
+    assert run_linear_probe(tone_splits["train"], tone_splits["test"], LogMelStatistics(extractor))["accuracy"] >= 0.9
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_random_sslam_probe_beats_chance_and_is_deterministic(tone_splits, extractor, tiny_encoder, pooling):
-    first = run_linear_probe(tone_splits["train"], tone_splits["test"], extractor, model=tiny_encoder, pooling=pooling)
-    second = run_linear_probe(tone_splits["train"], tone_splits["test"], extractor, model=tiny_encoder, pooling=pooling)
+    features = EncoderFeatures(tiny_encoder, extractor, pooling=pooling)
+    first = run_linear_probe(tone_splits["train"], tone_splits["test"], features)
+    second = run_linear_probe(tone_splits["train"], tone_splits["test"], features)
     assert first == second
     assert first["accuracy"] >= 0.8  # chance is 1/3
 
@@ -226,27 +237,30 @@ def test_probe_on_mixtures_reports_multilabel_metrics(extractor):
     single = dio.from_waveforms(waveforms, [i % 4 for i in range(48)], CLASS_NAMES)
     train = dio.build_polyphonic_mixtures(single, num_sources=2, num_mixtures=40, seed=0)
     test = dio.build_polyphonic_mixtures(single, num_sources=2, num_mixtures=24, seed=1)
-    result = run_linear_probe(train, test, extractor, batch_size=8)
+    result = run_linear_probe(train, test, LogMelStatistics(extractor, batch_size=8))
     assert set(result) == {"mAP", "mAUC", "d_prime"}
     assert result["mAP"] >= 0.8  # chance is about 0.5 (2 of 4 classes present)
 
 
 def test_embedding_cache_is_keyed_and_persisted(tmp_path, tone_splits, extractor, tiny_encoder):
     cache = EmbeddingCache(tmp_path)
-    features = compute_features(tone_splits["test"], extractor, model=tiny_encoder, cache=cache)
+    cls = EncoderFeatures(tiny_encoder, extractor)
+    features = compute_features(tone_splits["test"], cls, cache=cache)
     assert features.shape == (15, 32) and len(list(tmp_path.glob("*.npy"))) == 1
-    compute_features(tone_splits["test"], extractor, model=tiny_encoder, pooling="mean", cache=cache)
-    compute_features(tone_splits["test"], extractor, cache=cache)  # log-mel baseline: (15, 3 * 128)
-    assert len(list(tmp_path.glob("*.npy"))) == 3
-    reloaded = compute_features(tone_splits["test"], extractor, model=tiny_encoder, cache=EmbeddingCache(tmp_path))
+    compute_features(tone_splits["test"], EncoderFeatures(tiny_encoder, extractor, pooling="mean"), cache=cache)
+    baseline = compute_features(tone_splits["test"], LogMelStatistics(extractor), cache=cache)
+    assert baseline.shape == (15, 3 * 128) and len(list(tmp_path.glob("*.npy"))) == 3
+    reloaded = compute_features(tone_splits["test"], cls, cache=EmbeddingCache(tmp_path))
     np.testing.assert_array_equal(reloaded, features)
 
 
-def test_probe_accepts_arrays_and_rejects_mismatched_targets(extractor):
+def test_probe_rejects_mismatched_targets(extractor):
     waveforms, labels = tone_data(12, seed=2)
-    assert run_linear_probe((waveforms, labels), (waveforms, labels), extractor)["accuracy"] == 1.0
+    single = dio.from_waveforms(waveforms, labels, CLASS_NAMES[:3])
+    assert run_linear_probe(single, single, LogMelStatistics(extractor))["accuracy"] == 1.0
+    multi = dio.from_waveforms(waveforms, [[label] for label in labels], CLASS_NAMES[:3])
     with pytest.raises(ValueError, match="differ in kind"):
-        run_linear_probe((waveforms, labels), (waveforms, np.eye(3)[labels]), extractor)
+        run_linear_probe(single, multi, LogMelStatistics(extractor))
 
 
 # ------------------------------------------------------------------------------------------- finetune
@@ -295,16 +309,29 @@ def test_spec_augment_masks_bands_with_zeros_per_example():
     assert torch.equal(masked["input_values"][~zero[:, None]], values[~zero[:, None]]) and labels.shape == (8,)
 
 
-def test_finetune_loss_normalisation():
-    logits, targets = torch.randn(4, 5), (torch.rand(4, 5) > 0.5).float()
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / targets.sum()
-    assert torch.allclose(finetune_loss(logits, targets, multilabel=True), expected)
-    hard = torch.tensor([0, 1, 4, 2])
-    smoothed = torch.nn.functional.cross_entropy(logits, hard, label_smoothing=0.1)
-    assert torch.allclose(finetune_loss(logits, hard, multilabel=False, label_smoothing=0.1), smoothed)
-    soft = torch.eye(5)[hard]
-    unsmoothed = finetune_loss(logits, hard, multilabel=False)
-    assert torch.allclose(finetune_loss(logits, soft, multilabel=False, label_smoothing=0.1), unsmoothed)
+def test_finetune_trainer_optimises_the_models_own_loss(tmp_path, tone_splits, extractor):
+    """The trainer only augments: its loss is `model(**augmented batch).loss`, with the recipe's label smoothing in
+    the model config."""
+    recipe = RECIPES["esc50"]
+    torch.manual_seed(0)
+    settings = {**recipe.model_kwargs(tone_splits["train"]), "drop_path_rate": 0.0}  # a deterministic forward
+    model = SSLAMForAudioClassification(tiny_config(**settings))
+    assert model.config.label_smoothing == recipe.label_smoothing == 0.1
+    args = recipe.training_arguments(str(tmp_path), use_cpu=True, report_to="none")
+    trainer = build_finetune_trainer(model, args, tone_splits["train"], None, extractor, recipe=recipe)
+    batch = trainer.data_collator([tone_splits["train"][i] for i in range(4)])
+    with torch.no_grad():
+        model.eval()
+        assert trainer.compute_loss(model, batch).item() == model(**batch).loss.item()
+        model.train()
+        torch.manual_seed(1)
+        trained = trainer.compute_loss(model, batch)
+        torch.manual_seed(1)
+        features = {key: value for key, value in batch.items() if key != "labels"}
+        augmented, labels = trainer.augmentation(features, batch["labels"])
+        expected = model(**augmented, labels=labels).loss
+    assert not torch.equal(augmented["input_values"], batch["input_values"])  # SpecAugment ran
+    assert trained.item() == expected.item() != model(**batch).loss.item()
 
 
 def test_collator_builds_model_inputs(tone_splits, extractor):
@@ -363,7 +390,7 @@ def test_finetune_rejects_mismatched_model_and_arguments(tmp_path, tone_splits, 
 
 def test_cli_linear_probe_writes_metrics(tmp_path, audio_tree, capsys):
     output = tmp_path / "metrics.json"
-    run_cli(["linear-probe", "--data", str(audio_tree), "--target-length", "128", "--output", str(output)])
+    run_cli(["linear-probe", "--data", str(audio_tree), "--max_length", "128", "--output", str(output)])
     assert json.loads(output.read_text()) == json.loads(capsys.readouterr().out) == {"accuracy": 1.0}
     with pytest.raises(SystemExit):
         run_cli(["linear-probe", "--data", str(audio_tree), "--train", str(audio_tree / "train")])

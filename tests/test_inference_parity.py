@@ -39,7 +39,7 @@ def converted_dirs(fixtures_dir, tmp_path_factory) -> dict[str, Path]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "conversion.convert_fairseq_checkpoint", "--checkpoint_path",
+            [sys.executable, "-m", "sslam.conversion.convert_fairseq_checkpoint", "--checkpoint_path",
              str(fixtures_dir / "checkpoints" / file_name), "--pytorch_dump_folder_path", str(root / name)],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
@@ -73,8 +73,8 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 @torch.no_grad()
 def assert_encoder_matches(encoder: SSLAMModel, input_values: torch.Tensor, expected: dict[str, torch.Tensor]):
-    outputs = encoder(input_values, output_hidden_states=True)
-    ffn_outputs = encoder.encode_tokens(encoder.embed_patches(input_values), output_ffn=True).ffn_outputs
+    outputs = encoder(input_values, output_hidden_states=True, output_ffn_outputs=True)
+    ffn_outputs = outputs.ffn_outputs
     errors = {
         "hidden_states": max_error(torch.stack(outputs.hidden_states)[:, 0], expected["hidden_states"]),
         "last_hidden_state": max_error(outputs.last_hidden_state[0], expected["last_hidden_state"]),
@@ -135,7 +135,7 @@ def test_output_folder_layout(converted_dirs, fixtures_dir, kind):
         assert (folder / name).is_file(), name
     preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
     assert preprocessor["feature_extractor_type"] == "SSLAMFeatureExtractor"
-    assert preprocessor["target_length"] == cfg["task"]["target_length"]
+    assert preprocessor["max_length"] == cfg["task"]["target_length"]
     assert (preprocessor["mean"], preprocessor["std"]) == (-4.268, 4.569)  # AudioSet statistics (SPEC §1.2)
     card = (folder / "README.md").read_text()
     assert CHECKPOINTS[kind] in card

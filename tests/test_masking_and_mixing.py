@@ -1,5 +1,5 @@
-"""Masking, Stage-2 mixing geometry, targets and loss building blocks of `modeling_sslam.pretraining_sslam`,
-checked on small tensors against direct formulas (no fixtures needed)."""
+"""Masking and Stage-2 mixing geometry (`sslam.modeling_sslam.masking`), targets and loss building blocks
+(`sslam.modeling_sslam.objectives`), checked on small tensors against direct formulas (no fixtures needed)."""
 
 import math
 
@@ -7,23 +7,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslam.modeling_sslam.pretraining_sslam import (
-    build_source_retention_target,
-    build_teacher_targets,
+from sslam.modeling_sslam.masking import (
     check_unmixed_window_geometry,
     check_unmixed_window_starts,
     compute_block_mask_2d,
     draw_mask_noise,
     draw_unmixed_window_starts,
-    feature_spread,
     mix_spectrograms,
     mixed_patch_rows,
     position_mask_noise,
-    regression_loss,
     select_patch_rows,
     unmixed_patch_rows,
     unmixed_window_start_range,
     visible_first_order,
+)
+from sslam.modeling_sslam.objectives import (
+    build_source_retention_target,
+    build_teacher_targets,
+    feature_spread,
+    regression_loss,
 )
 
 PATCH = 16

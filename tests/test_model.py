@@ -309,9 +309,9 @@ def test_mean_pooling_averages_the_patch_tokens(classifier_dir, fbank_inputs):
 # --- training behaviour -----------------------------------------------------------------------------------------------
 
 
-def gradients(model, input_values, labels, num_items_in_batch=None) -> dict[str, torch.Tensor]:
+def gradients(model, input_values, labels) -> dict[str, torch.Tensor]:
     model.zero_grad()
-    model(input_values, labels=labels, num_items_in_batch=num_items_in_batch).loss.backward()
+    model(input_values, labels=labels).loss.backward()
     return {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
 
 
@@ -350,24 +350,33 @@ def test_bf16_autocast_is_close_to_float32(classifier, fbank_inputs):
     assert max_error(logits, reference) <= BF16_RELATIVE_TOLERANCE * reference.abs().max().item()
 
 
-@pytest.mark.parametrize("problem_type", ["single_label_classification", "multi_label_classification"])
-def test_gradient_accumulation_with_num_items_in_batch(classifier_dir, problem_type):
-    """Two half batches with `num_items_in_batch` = the full count give the gradient of one full batch."""
-    model = SSLAMForAudioClassification.from_pretrained(
-        classifier_dir, problem_type=problem_type, drop_path_rate=0.0
-    ).train()
+def test_loss_is_the_original_fine_tuning_recipe(classifier_dir):
+    """`model(x, labels=y).loss` is the loss the fine-tuning trainer optimises: BCE summed over the batch and divided
+    by its label mass (multi-label), cross-entropy with the config's label smoothing (hard labels, -100 ignored) or
+    soft cross-entropy (mixup targets); per batch, so the Trainer averages it over accumulation micro-batches."""
     generator = torch.Generator().manual_seed(0)
-    input_values = torch.randn(4, 2 * model.config.patch_size, model.config.num_mel_bins, generator=generator)
-    if problem_type == "single_label_classification":
-        labels = torch.randint(0, model.config.num_labels, (4,), generator=generator)
-        labels[1] = -100  # ignored items do not count
-        num_items = int((labels != -100).sum())
-    else:
-        labels = multi_hot(4, model.config.num_labels)
-        num_items = labels.numel()
-    full = gradients(model, input_values, labels)
-    halves = [gradients(model, input_values[i : i + 2], labels[i : i + 2], num_items) for i in (0, 2)]
-    assert_same_gradients({name: halves[0][name] + halves[1][name] for name in full}, full)
+    multi = SSLAMForAudioClassification.from_pretrained(classifier_dir).eval()
+    assert multi.accepts_loss_kwargs is False
+    input_values = torch.randn(4, 2 * multi.config.patch_size, multi.config.num_mel_bins, generator=generator)
+    labels = multi_hot(4, multi.config.num_labels)
+    with torch.no_grad():
+        output = multi(input_values, labels=labels)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, labels, reduction="sum")
+    assert output.loss.item() == pytest.approx((expected / labels.sum()).item(), rel=1e-6)
+
+    single = SSLAMForAudioClassification.from_pretrained(
+        classifier_dir, problem_type="single_label_classification", label_smoothing=0.1
+    ).eval()
+    hard = torch.randint(0, single.config.num_labels, (4,), generator=generator)
+    hard[1] = -100
+    with torch.no_grad():
+        output = single(input_values, labels=hard)
+        soft = single(input_values, labels=torch.eye(single.config.num_labels)[hard.clamp(min=0)]).loss
+    smoothed = torch.nn.functional.cross_entropy(output.logits, hard, ignore_index=-100, label_smoothing=0.1)
+    assert output.loss.item() == pytest.approx(smoothed.item(), rel=1e-6)
+    one_hot = torch.eye(single.config.num_labels)[hard.clamp(min=0)]
+    unsmoothed = torch.nn.functional.cross_entropy(output.logits, one_hot)
+    assert soft.item() == pytest.approx(unsmoothed.item(), rel=1e-6)
 
 
 # --- input errors -----------------------------------------------------------------------------------------------------

@@ -81,12 +81,12 @@ def test_single_label_card_uses_softmax_and_preprocessing_overrides():
     config = SSLAMConfig(num_labels=2, id2label={0: "yes", 1: "no"})
     card = build_model_card(
         "finetuned", "sslam-spc", config, training={"data": "Speech Commands V2.", "recipe": "20 epochs, lr 2e-4."},
-        preprocessing={"target_length": 128, "mean": -6.846, "std": 5.565, "feature_size": 128},
+        preprocessing={"max_length": 128, "mean": -6.846, "std": 5.565, "num_mel_bins": 128},
     )
     assert "logits.softmax(-1)" in card.text and "single-label classifier" in card.text
     assert "Speech Commands V2.\n\n20 epochs, lr 2e-4." in card.text
     assert "to 128 frames (1.28 s)" in card.text and "mean -6.846 and std 5.565" in card.text
-    variable = build_model_card("pretrained", "m", SSLAMConfig(), preprocessing={"target_length": None})
+    variable = build_model_card("pretrained", "m", SSLAMConfig(), preprocessing={"max_length": None})
     assert "own frame count rounded up" in variable.text and "(1, N, 768)" in variable.text
 
 

@@ -15,15 +15,25 @@ from sslam.conversion.fairseq_checkpoint import (
     ENCODER_KEY_MAP,
     fairseq_to_native,
     load_checkpoint_safely,
+    pretraining_model_from_native,
     rename_keys,
 )
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
-from sslam.modeling_sslam.pretraining_sslam import (
-    ORIGINAL_LOSS_NAMES,
-    SSLAMForPreTraining,
-    compute_pretraining_masks,
+from sslam.modeling_sslam.masking import (
+    PretrainingMaskGenerator,
+    gather_tokens,
+    select_patch_rows,
     unmixed_window_start_range,
 )
+from sslam.modeling_sslam.objectives import pretraining_loss_terms
+from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
+from sslam.training.ema import TeacherEMA
+
+ORIGINAL_LOSS_NAMES = {
+    "eat": {"eat_patch_loss": "IMAGE_regression", "eat_cls_loss": "cls"},
+    "sslam": {"eat_cls_loss": "eat_cls_loss", "eat_patch_loss": "eat_patch_loss", "mix_patch_loss": "mix_patch_loss"},
+}
+"""Our loss-term names -> the names the original fairseq code logs (`loss_<name>`)."""
 
 TERM_RTOL = 1e-5
 INTERMEDIATE_ATOL = 1e-5
@@ -93,7 +103,7 @@ def build_model(fixture, objective: str, noise: bool, attn_implementation: str =
         overrides["unmixed_window_frames"] = results["mix"]["no_mix_region_size"]
     if not noise:
         overrides["mask_noise_std"] = 0.0
-    model = SSLAMForPreTraining.from_native_weights(fixture["weights"], **overrides)
+    model = pretraining_model_from_native(fixture["weights"], **overrides)
     model.config._attn_implementation = attn_implementation
     return model.train()
 
@@ -104,6 +114,36 @@ def run(fixture, objective: str, noise: bool = False, **kwargs):
     windows = fixture["windows"] if objective == "sslam" else None
     output = model(refs["source"], mask=refs["precomputed_mask"], unmixed_window_starts=windows, **kwargs)
     return model, output
+
+
+def intermediates(fixture, objective: str, kept_token_ids: torch.Tensor) -> dict:
+    """The forward's steps run one by one on the fixture batch (noise disabled), as a custom loop would run them."""
+    refs = fixture["refs2"]
+    model = build_model(fixture, objective, noise=False)
+    windows = fixture["windows"] if objective == "sslam" else None
+    batch = model.prepare_batch(refs["source"], refs["precomputed_mask"], windows)
+    student = model.student_predictions(batch, kept_token_ids=kept_token_ids)
+    targets = model.teacher_targets(batch)
+    config = model.config
+    terms = pretraining_loss_terms(
+        student.decoder_output, student.cls, targets, batch.student_mask, config.clone_batch, batch.sample_size
+    )
+    visible = student.order[:, : student.num_kept]
+    tokens = model.sslam.embed_patches(batch.clips).repeat_interleave(config.clone_batch, dim=0)
+    student_input = model.sslam(patch_embeddings=gather_tokens(tokens, visible), output_hidden_states=True)
+    result = dict(
+        kept_token_ids=visible,
+        student_encoder_input=student_input.hidden_states[0],
+        decoder_output=student.decoder_output,
+        targets=targets,
+        cls_loss_per_row=terms["eat_cls_loss"],
+    )
+    if batch.unmixed_window_starts is not None:
+        rows = model.masking.mixed_rows(batch.clean.shape[2], batch.unmixed_window_starts)
+        dropped = select_patch_rows(model.teacher.embed_patches(batch.clean), rows, config.num_freq_patches)
+        dropped_pass = model.teacher(patch_embeddings=dropped, output_hidden_states=True)
+        result["teacher_dropped_input"] = dropped_pass.hidden_states[0]
+    return result
 
 
 def reference_run(fixture, objective: str, noise: bool) -> dict:
@@ -144,7 +184,7 @@ def test_masks_regenerate_from_the_fixture_seed(fixture):
     model_config = build_model(fixture, "sslam", noise=False).config
     batch, _, frames, _ = refs["source"].shape
     torch.manual_seed(results["seeds"]["torch_manual_seed_before_mask_generation"])
-    masks = compute_pretraining_masks(model_config, batch, frames // model_config.patch_size)
+    masks = PretrainingMaskGenerator.from_config(model_config).batch_masks(batch, frames // model_config.patch_size)
     assert torch.equal(masks, refs["precomputed_mask"])
     assert masks.sum(dim=1).tolist() == [results["masked_per_row"]] * len(masks)
 
@@ -174,16 +214,17 @@ def test_stage2_loss_terms_without_noise(fixture):
 
 def test_stage2_intermediates_without_noise(fixture):
     refs = fixture["refs2"]
-    _, output = run(fixture, "sslam", kept_token_ids=refs["noise0/ids_keep"], output_intermediates=True)
+    _, output = run(fixture, "sslam", kept_token_ids=refs["noise0/ids_keep"])
     assert_terms_match(output, reference_run(fixture, "sslam", noise=False), "sslam")
-    assert torch.equal(output.kept_token_ids, refs["noise0/ids_keep"])
-    assert_close_abs(output.student_encoder_input, refs["noise0/student_encoder_in_block0"])
-    assert_close_abs(output.teacher_patch_targets, refs["noise0/y_orig_patch"])
-    assert_close_abs(output.teacher_utterance_targets, refs["noise0/y_orig_cls_pooled"])
-    assert_close_abs(output.source_retention_targets, refs["noise0/y_mix_patch"])
-    assert_close_abs(output.teacher_dropped_input, refs["noise0/teacher_dropped_input"])
-    assert_close_abs(output.decoder_output, refs["noise0/decoder_out"])
-    assert_close_relative(output.cls_loss_per_row, refs["noise0/eat_cls_loss"])
+    steps = intermediates(fixture, "sslam", refs["noise0/ids_keep"])
+    assert torch.equal(steps["kept_token_ids"], refs["noise0/ids_keep"])
+    assert_close_abs(steps["student_encoder_input"], refs["noise0/student_encoder_in_block0"])
+    assert_close_abs(steps["targets"].patch, refs["noise0/y_orig_patch"])
+    assert_close_abs(steps["targets"].utterance, refs["noise0/y_orig_cls_pooled"])
+    assert_close_abs(steps["targets"].source_retention, refs["noise0/y_mix_patch"])
+    assert_close_abs(steps["teacher_dropped_input"], refs["noise0/teacher_dropped_input"])
+    assert_close_abs(steps["decoder_output"], refs["noise0/decoder_out"])
+    assert_close_relative(steps["cls_loss_per_row"], refs["noise0/eat_cls_loss"])
 
 
 def test_stage2_with_config_noise_injected_and_regenerated(fixture):
@@ -252,13 +293,15 @@ def stage1_rows(fixture) -> int:
 def test_stage1_loss_terms_and_intermediates_without_noise(fixture):
     refs1 = fixture["refs1"]
     kept = fixture["refs2"]["noise0/ids_keep"][: stage1_rows(fixture)]
-    _, output = run(fixture, "eat", kept_token_ids=kept, output_intermediates=True)
+    _, output = run(fixture, "eat", kept_token_ids=kept)
     assert_terms_match(output, reference_run(fixture, "eat", noise=False), "eat")
-    assert output.source_retention_targets is None and output.unmixed_window_starts is None
-    assert_close_abs(output.teacher_patch_targets, refs1["noise0/targets_y"])
-    assert_close_abs(output.teacher_utterance_targets, refs1["noise0/targets_y"].mean(dim=1))
-    assert_close_abs(output.decoder_output, refs1["noise0/decoder_out"])
-    assert_close_relative(output.cls_loss_per_row, refs1["noise0/cls_loss"])
+    assert output.unmixed_window_starts is None
+    steps = intermediates(fixture, "eat", kept)
+    assert steps["targets"].source_retention is None and "teacher_dropped_input" not in steps
+    assert_close_abs(steps["targets"].patch, refs1["noise0/targets_y"])
+    assert_close_abs(steps["targets"].utterance, refs1["noise0/targets_y"].mean(dim=1))
+    assert_close_abs(steps["decoder_output"], refs1["noise0/decoder_out"])
+    assert_close_relative(steps["cls_loss_per_row"], refs1["noise0/cls_loss"])
 
 
 def test_stage1_with_config_noise_injected_and_regenerated(fixture):
@@ -297,14 +340,15 @@ def test_one_annealed_ema_step(fixture):
         info["ema_decay"], info["ema_end_decay"], info["ema_anneal_end_step"]
     )
     step = int(re.search(r"get_annealed_rate\([^,]+,[^,]+,\s*(\d+)\s*,", info["formula"]).group(1))
-    assert model.ema_decay_at(step) == info["decay"]
+    ema = TeacherEMA.from_config(config)
+    assert ema.decay_at(step) == info["decay"]
     positions_before = model.teacher.embeddings.position_embeddings.clone()
-    assert model.update_teacher(step) == info["decay"] and model.num_updates == step
+    assert ema.step(model.teacher, model.sslam, step) == info["decay"]
     assert_teacher_matches(model, fixture["ema"], "annealed")
     assert torch.equal(model.teacher.embeddings.position_embeddings, positions_before)
 
 
 def test_one_explicit_ema_step(fixture):
     model = build_model(fixture, "sslam", noise=True)
-    model.ema_step(fixture["stage2"]["ema"]["explicit"]["decay"])
+    TeacherEMA.update(model.teacher, model.sslam, fixture["stage2"]["ema"]["explicit"]["decay"])
     assert_teacher_matches(model, fixture["ema"], "explicit")

@@ -14,16 +14,20 @@ from transformers import TrainerCallback
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
-from sslam.training.callbacks import EMATeacherCallback, check_teacher_in_sync, teacher_checksums
-from sslam.training.collator import SSLAMPretrainingCollator, decode_audio
+from sslam.modeling_sslam.audio_io import decode_audio
+from sslam.modeling_sslam.pretraining_sslam import pretraining_folder
+from sslam.training.arguments import SSLAMPretrainingArguments, parse_args
+from sslam.training.callbacks import CollapseGuardCallback, EMATeacherCallback, check_teacher_in_sync, teacher_checksums
+from sslam.training.collator import SSLAMPretrainingCollator
 from sslam.training.data import (
     EpochShuffleSampler,
     PretrainingAudioDataset,
     StreamingPretrainingDataset,
     build_pretraining_dataset,
 )
-from sslam.training.pretrain import main, parse_args, resolve_init_folder
-from sslam.training.trainer import SSLAMPretrainingTrainer, decay_parameter_names, pretraining_arguments, save_encoder
+from sslam.training.ema import TeacherEMA
+from sslam.training.pretrain import main
+from sslam.training.trainer import SSLAMPretrainingTrainer, decay_parameter_names, save_encoder
 
 FRAMES = 256  # 16 patch rows x 8 = 128 patches per clip
 TINY = dict(
@@ -70,7 +74,7 @@ def audio_dir(tmp_path_factory) -> Path:
 
 
 def make_collator(config: SSLAMConfig, seed: int = 0, crop: str = "start") -> SSLAMPretrainingCollator:
-    return SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(target_length=FRAMES), seed, crop)
+    return SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(max_length=FRAMES), seed, crop)
 
 
 def make_trainer(output_dir, dataset, config, callbacks=(), model=None, **arguments) -> SSLAMPretrainingTrainer:
@@ -87,10 +91,11 @@ def make_trainer(output_dir, dataset, config, callbacks=(), model=None, **argume
         use_cpu=True,
         seed=0,
         disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     return SSLAMPretrainingTrainer(
         model=model,
-        args=pretraining_arguments(str(output_dir), **{**defaults, **arguments}),
+        args=SSLAMPretrainingArguments(output_dir=str(output_dir), **{**defaults, **arguments}),
         train_dataset=dataset,
         data_collator=make_collator(config),
         callbacks=list(callbacks),
@@ -99,6 +104,10 @@ def make_trainer(output_dir, dataset, config, callbacks=(), model=None, **argume
 
 def losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def callbacks_of(trainer, callback_class) -> list:
+    return [callback for callback in trainer.callback_handler.callbacks if isinstance(callback, callback_class)]
 
 
 class StateRecorder(TrainerCallback):
@@ -247,7 +256,9 @@ def test_optimizer_groups_follow_the_original_recipe(audio_dir, tmp_path):
     assert group["betas"] == (0.9, 0.95) and group["weight_decay"] == 0.05
     assert trainer.args.max_grad_norm == 4.0 and trainer.args.lr_scheduler_type == "cosine"
     with pytest.raises(ValueError, match="remove_unused_columns"):
-        SSLAMPretrainingTrainer(model=model, args=pretraining_arguments(str(tmp_path), remove_unused_columns=True))
+        SSLAMPretrainingTrainer(
+            model=model, args=SSLAMPretrainingArguments(output_dir=str(tmp_path), remove_unused_columns=True)
+        )
 
 
 @pytest.mark.parametrize("objective", ["eat", "sslam"])
@@ -266,8 +277,9 @@ def test_training_steps_update_the_teacher_by_the_ema_rule(audio_dir, tmp_path, 
     )
     assert sum(logs[0][key] for key in terms) == pytest.approx(logs[0]["loss"], rel=1e-5)
     assert logs[0]["sample_size"] == (2 if objective == "eat" else 4) * 2 * 103
+    ema = TeacherEMA.from_config(config)
     for step in (1, 2):
-        decay = trainer.model.ema_decay_at(step)
+        decay = ema.decay_at(step)
         assert logs[step - 1]["ema_decay"] == pytest.approx(decay)
         before, after = recorder.states[step - 1], recorder.states[step]
         for name, param in trainer.model.sslam.named_parameters():
@@ -288,11 +300,9 @@ def test_ema_callback_fires_once_per_optimizer_step_under_gradient_accumulation(
         max_steps=3,
         warmup_steps=0,
     )
-    steps = []
-    update_teacher = trainer.model.update_teacher
-    trainer.model.update_teacher = lambda step: steps.append(step) or update_teacher(step)
     trainer.train()
-    assert steps == [1, 2, 3] and ema.num_updates == 3 and trainer.ema_callback is ema
+    assert callbacks_of(trainer, EMATeacherCallback) == [ema] and len(callbacks_of(trainer, CollapseGuardCallback)) == 1
+    assert ema.num_updates == 3 and ema.last_decay == ema.ema.decay_at(3)
     assert recorder.substeps == 3  # one non-final micro-batch per step, where the teacher did not move
     assert len({tuple(state["teacher.pre_layernorm.weight"].tolist()) for state in recorder.states}) == 4
 
@@ -327,7 +337,8 @@ def test_resume_continues_exactly(audio_dir, tmp_path):
     full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
     for name, value in full_state.items():
         torch.testing.assert_close(resumed_state[name], value, rtol=0, atol=1e-6, msg=name)
-    assert resumed.ema_callback.last_decay == full.ema_callback.last_decay
+    resumed_ema, full_ema = (callbacks_of(trainer, EMATeacherCallback)[0] for trainer in (resumed, full))
+    assert resumed_ema.last_decay == full_ema.last_decay
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -342,12 +353,12 @@ def test_save_encoder_writes_an_automodel_folder(tmp_path):
 
     torch.manual_seed(0)
     model = SSLAMForPreTraining(tiny_config())
-    save_encoder(model, tmp_path, SSLAMFeatureExtractor(target_length=FRAMES))
+    save_encoder(model, tmp_path, SSLAMFeatureExtractor(max_length=FRAMES))
     encoder = AutoModel.from_pretrained(tmp_path)
     assert type(encoder).__name__ == "SSLAMModel"
     for name, value in model.sslam.state_dict().items():
         assert torch.equal(encoder.state_dict()[name], value)
-    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["target_length"] == FRAMES
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["max_length"] == FRAMES
     assert model.config.architectures != ["SSLAMModel"]  # the training model's config is left alone
 
 
@@ -372,7 +383,7 @@ def test_cli_runs_two_steps_from_yaml(audio_dir, tmp_path):
         "max_steps": 2,
         "per_device_train_batch_size": 2,
         "warmup_steps": 1,
-        "num_workers": 0,
+        "dataloader_num_workers": 0,
         "logging_steps": 1,
         "save_steps": 100,
     }
@@ -410,4 +421,4 @@ def test_cli_errors(audio_dir, tmp_path):
     with pytest.raises(SystemExit):
         parse_args(["--config", str(config_file), "--data", str(audio_dir), *required])
     with pytest.raises(FileNotFoundError, match="config.json"):
-        resolve_init_folder(str(tmp_path))
+        pretraining_folder(str(tmp_path))

@@ -19,7 +19,7 @@ import torch
 
 from sslam.modeling_sslam.audio_io import decode_audio
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
-from sslam.modeling_sslam.pretraining_sslam import compute_block_mask_2d, draw_unmixed_window_starts
+from sslam.modeling_sslam.masking import PretrainingMaskGenerator
 
 from .data import CROP_STREAM, MASK_STREAM, WINDOW_STREAM, seeded_generator
 
@@ -44,37 +44,39 @@ def _content_key(waveform: np.ndarray) -> tuple[int, int]:
 class SSLAMPretrainingCollator:
     """Turns dataset items into a pre-training batch.
 
-    Items are `{"audio": source, "epoch": e, "index": i}` dicts (see `training.data`), dataset rows with an `audio`
-    entry, or bare audio references (paths, `{"array", "sampling_rate"}` dicts, AudioDecoders). Items without
+    Items are `{"audio": source, "epoch": e, "index": i}` dicts (see `sslam.training.data`), dataset rows with an
+    `audio` entry, or bare audio references (paths, `{"array", "sampling_rate"}` dicts, AudioDecoders). Items without
     `(epoch, index)` get masks keyed by a hash of their samples: reproducible, but the same in every epoch.
 
+    Args:
+        feature_extractor: turns waveforms into normalised filter banks of `max_length` frames.
+        masking: the model config's [`PretrainingMaskGenerator`] (masks, and Stage-2 unmixed windows).
+        max_length: clip length in frames (a multiple of the patch size).
+        crop: `"start"` keeps the first `max_length` frames of long clips (the original); `"random"` crops seeded by
+            the item.
+        seed: run seed; with `(epoch, index)` it seeds each item's masks and crop.
+
     Returns:
-        `input_values` `(B, 1, num_frames, num_mel_bins)` float32; `mask` `(B * clone_batch, N)` bool (True = masked,
-        item-major then clone, `N = (num_frames / patch_size) * (num_mel_bins / patch_size)`); for Stage 2
-        (`unmixed_window_frames` set) also `unmixed_window_starts` `(num_unmixed_windows,)` int64 frame starts,
+        `input_values` `(B, 1, max_length, num_mel_bins)` float32; `mask` `(B * clone_batch, N)` bool (True = masked,
+        item-major then clone); for Stage 2 also `unmixed_window_starts` `(num_unmixed_windows,)` int64 frame starts,
         shared by the batch.
 
     Build it with [`SSLAMPretrainingCollator.from_config`].
     """
 
     feature_extractor: SSLAMFeatureExtractor
-    num_frames: int = 1024
-    clone_batch: int = 16
-    mask_prob: float = 0.8
-    mask_prob_adjust: float = 0.07
-    mask_length: int = 5
-    inverse_mask: bool = True
-    patch_size: int = 16
-    unmixed_window_frames: int | None = None
-    num_unmixed_windows: int = 2
+    masking: PretrainingMaskGenerator
+    max_length: int = 1024
     crop: Literal["start", "random"] = "start"
     seed: int = 0
 
     def __post_init__(self):
         if self.crop not in CROP_MODES:
             raise ValueError(f"crop must be one of {CROP_MODES}, got {self.crop!r}.")
-        if self.num_frames % self.patch_size != 0:
-            raise ValueError(f"num_frames ({self.num_frames}) must be a multiple of patch_size ({self.patch_size}).")
+        if self.max_length % self.masking.patch_size != 0:
+            raise ValueError(
+                f"max_length ({self.max_length}) must be a multiple of patch_size ({self.masking.patch_size})."
+            )
         self._warned_short = False
 
     @classmethod
@@ -84,30 +86,16 @@ class SSLAMPretrainingCollator:
         feature_extractor: SSLAMFeatureExtractor,
         seed: int = 0,
         crop: Literal["start", "random"] = "start",
-        num_frames: int | None = None,
     ) -> "SSLAMPretrainingCollator":
         """Collator for `config` (an `SSLAMConfig`): clip length `config.max_length`, its masking and objective."""
-        stage2 = config.objective == "sslam"
-        return cls(
-            feature_extractor=feature_extractor,
-            num_frames=num_frames or config.max_length,
-            clone_batch=config.clone_batch,
-            mask_prob=config.mask_prob,
-            mask_prob_adjust=config.mask_prob_adjust,
-            mask_length=config.mask_length,
-            inverse_mask=config.inverse_mask,
-            patch_size=config.patch_size,
-            unmixed_window_frames=config.unmixed_window_frames if stage2 else None,
-            num_unmixed_windows=config.num_unmixed_windows,
-            crop=crop,
-            seed=seed,
-        )
+        masking = PretrainingMaskGenerator.from_config(config)
+        return cls(feature_extractor, masking, max_length=config.max_length, crop=crop, seed=seed)
 
     @property
     def clip_samples(self) -> int:
-        """Samples that yield exactly `num_frames` filter-bank frames."""
+        """Samples that yield exactly `max_length` filter-bank frames."""
         extractor = self.feature_extractor
-        return extractor.frame_length + extractor.frame_shift * (self.num_frames - 1)
+        return extractor.frame_length + extractor.frame_shift * (self.max_length - 1)
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         sources, keys = zip(*(_split_item(item) for item in items))
@@ -117,19 +105,20 @@ class SSLAMPretrainingCollator:
         features = self.feature_extractor(
             waveforms,
             sampling_rate=self.feature_extractor.sampling_rate,
-            target_length=self.num_frames,
+            padding="max_length",
+            max_length=self.max_length,
             return_tensors="pt",
             add_channel_dim=True,
         )
         batch = {"input_values": features["input_values"], "mask": self.draw_masks(keys)}
-        if self.unmixed_window_frames is not None:
+        if self.masking.mixes:
             batch["unmixed_window_starts"] = self.draw_window_starts(keys[0])
         return batch
 
     def _fit_length(self, waveform: np.ndarray, key: tuple[int, int]) -> np.ndarray:
         """Random crop to `clip_samples` (crop="random"); zero-pad clips too short for one patch of frames.
 
-        With crop="start" long clips are left whole: the extractor keeps their first `num_frames` frames.
+        With crop="start" long clips are left whole: the extractor keeps their first `max_length` frames.
         """
         if self.crop == "random" and waveform.shape[0] > self.clip_samples:
             generator = seeded_generator(self.seed, CROP_STREAM, *key)
@@ -149,30 +138,15 @@ class SSLAMPretrainingCollator:
 
     def draw_masks(self, keys: list[tuple[int, int]]) -> torch.Tensor:
         """`(len(keys) * clone_batch, N)` bool masks; item `(epoch, index)` seeds its own `clone_batch` rows."""
+        time_patches = self.max_length // self.masking.patch_size
         masks = [
-            compute_block_mask_2d(
-                self.clone_batch,
-                self.num_frames // self.patch_size,
-                self.feature_extractor.feature_size // self.patch_size,
-                mask_prob=self.mask_prob,
-                mask_length=self.mask_length,
-                mask_prob_adjust=self.mask_prob_adjust,
-                inverse=self.inverse_mask,
-                generator=seeded_generator(self.seed, MASK_STREAM, *key),
-            )
-            for key in keys
+            self.masking.clip_masks(time_patches, seeded_generator(self.seed, MASK_STREAM, *key)) for key in keys
         ]
         return torch.cat(masks).bool()
 
     def draw_window_starts(self, key: tuple[int, int]) -> torch.Tensor:
         """Frame starts of the batch's unmixed windows, seeded by the first item's `(epoch, index)`."""
-        return draw_unmixed_window_starts(
-            self.num_frames,
-            self.unmixed_window_frames,
-            self.num_unmixed_windows,
-            self.patch_size,
-            seeded_generator(self.seed, WINDOW_STREAM, *key),
-        )
+        return self.masking.window_starts(self.max_length, seeded_generator(self.seed, WINDOW_STREAM, *key))
 
 
-__all__ = ["CROP_MODES", "SSLAMPretrainingCollator", "decode_audio"]
+__all__ = ["CROP_MODES", "SSLAMPretrainingCollator"]

@@ -1,5 +1,5 @@
 # Copyright 2026 The sslam developers. Licensed under the MIT licence.
-"""`Trainer` subclass for SSLAM / EAT pre-training, the original optimiser recipe, and export helpers.
+"""`Trainer` subclass for SSLAM / EAT pre-training, and saving its encoder.
 
 Loss under gradient accumulation and data parallelism
 -----------------------------------------------------
@@ -27,28 +27,8 @@ from transformers import Trainer, TrainingArguments
 
 from sslam.modeling_sslam.modeling_sslam import SSLAMModel
 
-from .callbacks import EMATeacherCallback
+from .callbacks import CollapseGuardCallback, EMATeacherCallback
 from .data import EpochShuffleSampler, PretrainingAudioDataset
-
-RECIPE_ARGUMENTS = dict(
-    adam_beta1=0.9,
-    adam_beta2=0.95,
-    adam_epsilon=1e-8,
-    weight_decay=0.05,
-    lr_scheduler_type="cosine",
-    max_grad_norm=4.0,
-    remove_unused_columns=False,
-    dataloader_drop_last=True,
-)
-"""The original optimiser recipe (AdamW (0.9, 0.95), weight decay 0.05, cosine with linear warm-up from 0, gradient
-clipping at norm 4) and the data settings pre-training needs: the collator reads the raw `audio` column, and every
-micro-batch is full (Stage 2 mixes clips within a micro-batch, and equal micro-batches have equal sample sizes)."""
-
-
-def pretraining_arguments(output_dir: str, **overrides) -> TrainingArguments:
-    """`TrainingArguments` with [`RECIPE_ARGUMENTS`]; `overrides` win (e.g. `learning_rate`, `warmup_steps`)."""
-    return TrainingArguments(output_dir=output_dir, **{**RECIPE_ARGUMENTS, **overrides})
-
 
 def decay_parameter_names(model: torch.nn.Module) -> list[str]:
     """Names of the parameters that get weight decay, as in the original: every trainable parameter except 1-D ones
@@ -91,18 +71,20 @@ class TrainingMetricsWindow:
 
 
 class SSLAMPretrainingTrainer(Trainer):
-    """Trainer for [`SSLAMForPreTraining`] with a data collator from `training.collator`.
+    """Trainer for [`SSLAMForPreTraining`] with a data collator from `sslam.training.collator`.
 
     * `compute_loss` returns the model's loss; its terms, `sample_size`, `target_var` and `pred_var` are averaged over
-      each logging window and logged with the loss, together with the latest `ema_decay`.
-    * The EMA teacher is updated by an [`EMATeacherCallback`] (put first when `callbacks` has none).
+      each logging window and logged with the loss, together with the `metrics_to_log()` of every callback that has
+      one (the EMA callback's `ema_decay`).
+    * Pre-training needs an [`EMATeacherCallback`] (the teacher update) and a [`CollapseGuardCallback`]; each is added
+      from the model config when `callbacks` has none, as TRL's trainers add their reference-model callbacks.
     * Weight decay follows [`decay_parameter_names`]; the teacher (`requires_grad=False`) is not optimised.
     * A [`PretrainingAudioDataset`] is read in an [`EpochShuffleSampler`] order seeded by `data_seed` (else `seed`),
       so data order and masks are identical after `train(resume_from_checkpoint=...)`.
     * Checkpoints hold student, decoder and teacher in one `model.safetensors` (the teacher is a submodule).
 
     See the module docstring for what the optimised loss equals under gradient accumulation and DDP. Use
-    [`pretraining_arguments`] for the original recipe; `remove_unused_columns` must be False.
+    [`SSLAMPretrainingArguments`] for the original recipe; `remove_unused_columns` must be False.
     """
 
     loss_is_scaled_for_ga = False
@@ -111,15 +93,13 @@ class SSLAMPretrainingTrainer(Trainer):
         if args is not None and args.remove_unused_columns:
             raise ValueError(
                 "SSLAM pre-training needs remove_unused_columns=False: the collator reads the raw audio column "
-                "(see training.trainer.pretraining_arguments)."
+                "(SSLAMPretrainingArguments sets it)."
             )
-        callbacks = [callback() if isinstance(callback, type) else callback for callback in callbacks or []]
-        ema_callbacks = [callback for callback in callbacks if isinstance(callback, EMATeacherCallback)]
-        if not ema_callbacks:
-            ema_callbacks = [EMATeacherCallback()]
-            callbacks = ema_callbacks + callbacks  # other callbacks' on_step_end then see the updated teacher
+        callbacks = list(callbacks or [])
+        for callback_class in (CollapseGuardCallback, EMATeacherCallback):  # first, so that other callbacks'
+            if not any(isinstance(callback, callback_class) for callback in callbacks):  # on_step_end see the update
+                callbacks.insert(0, callback_class.from_config(model.config))
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
-        self.ema_callback = ema_callbacks[0]
         self._metrics_window = TrainingMetricsWindow()
 
     def _get_train_sampler(self, train_dataset=None):
@@ -140,11 +120,13 @@ class SSLAMPretrainingTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds the window's pre-training diagnostics and `ema_decay` to the training-loss log entries."""
+        """Adds the window's pre-training diagnostics and the callbacks' `metrics_to_log()` to the training-loss log
+        entries."""
         if "loss" in logs and self._metrics_window.count:
             logs.update(self._metrics_window.summary(self.accelerator))
-            if self.ema_callback.last_decay is not None:
-                logs["ema_decay"] = self.ema_callback.last_decay
+            for callback in self.callback_handler.callbacks:
+                if hasattr(callback, "metrics_to_log"):
+                    logs.update(callback.metrics_to_log())
         super().log(logs, start_time)
 
 
@@ -160,11 +142,4 @@ def save_encoder(model, output_dir: str | os.PathLike, feature_extractor=None) -
         feature_extractor.save_pretrained(output_dir)
 
 
-__all__ = [
-    "RECIPE_ARGUMENTS",
-    "SSLAMPretrainingTrainer",
-    "TrainingMetricsWindow",
-    "decay_parameter_names",
-    "pretraining_arguments",
-    "save_encoder",
-]
+__all__ = ["SSLAMPretrainingTrainer", "TrainingMetricsWindow", "decay_parameter_names", "save_encoder"]

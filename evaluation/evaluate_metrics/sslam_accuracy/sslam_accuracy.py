@@ -1,7 +1,7 @@
 """Local ``evaluate`` metric: accuracy of predicted class ids, as reported for ESC-50 and Speech Commands.
 
-Load offline with ``evaluate.load("<abs path>/evaluation/metrics/sslam_accuracy")`` or
-``evaluation.metrics.load_metric("sslam_accuracy")``. The ``evaluation`` package must be importable.
+Load offline with ``evaluate.load("<abs path>/evaluation/evaluate_metrics/sslam_accuracy")`` or
+``sslam.evaluation.metrics.load_metric("sslam_accuracy")``. The ``sslam`` package must be importable.
 """
 
 import datasets
@@ -18,7 +18,7 @@ Args:
 Returns:
     accuracy (float): fraction of correct predictions, in [0, 1].
 Example:
-    >>> metric = evaluate.load("evaluation/metrics/sslam_accuracy")
+    >>> metric = evaluate.load("evaluation/evaluate_metrics/sslam_accuracy")
     >>> metric.compute(predictions=[0, 1, 2], references=[0, 1, 1])
     {'accuracy': 0.6666666666666666}
 """

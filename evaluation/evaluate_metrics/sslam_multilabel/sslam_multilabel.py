@@ -2,8 +2,8 @@
 
 mAP is computed exactly as the original EAT/SSLAM evaluation does (per-class average precision on the scores,
 nan-mean over classes; classes without positives are skipped). Load offline with
-``evaluate.load("<abs path>/evaluation/metrics/sslam_multilabel")`` or
-``evaluation.metrics.load_metric("sslam_multilabel")``. The ``evaluation`` package must be importable.
+``evaluate.load("<abs path>/evaluation/evaluate_metrics/sslam_multilabel")`` or
+``sslam.evaluation.metrics.load_metric("sslam_multilabel")``. The ``sslam`` package must be importable.
 """
 
 import datasets
@@ -25,7 +25,7 @@ Returns:
     mAUC (float): nan-mean over classes of the per-class ROC AUC, in [0, 1].
     d_prime (float): sqrt(2) * Phi^-1(mAUC).
 Example:
-    >>> metric = evaluate.load("evaluation/metrics/sslam_multilabel")
+    >>> metric = evaluate.load("evaluation/evaluate_metrics/sslam_multilabel")
     >>> metric.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[[1, 0], [0, 1]])["mAP"]
     1.0
 """
