@@ -389,9 +389,12 @@ def test_cli_runs_two_steps_from_yaml(audio_dir, tmp_path):
     }
     config_file = tmp_path / "run.yaml"
     config_file.write_text("\n".join(f"{key}: {value}" for key, value in settings.items()))
-    main(["--config", str(config_file), "--learning_rate", "1e-4"])
+    run = main(["--config", str(config_file), "--learning_rate", "1e-4"])
 
-    state = json.loads((output / "trainer_state.json").read_text())
+    assert run.trainer.state.global_step == 2 and run.layout.encoder == output / "encoder"
+    assert run.trainer.args.learning_rate == 1e-4 and run.trainer.args.max_steps == 2  # flags beat the file
+    state = json.loads((run.layout.trainer_state).read_text())
+    assert state["log_history"] == run.trainer.state.log_history
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     assert state["global_step"] == 2 and all(np.isfinite(entry["loss"]) for entry in logs)
     assert [entry["learning_rate"] for entry in logs] == [0.0, 1e-4]
@@ -399,6 +402,18 @@ def test_cli_runs_two_steps_from_yaml(audio_dir, tmp_path):
     assert {key.split(".")[0] for key in saved} == {"sslam", "decoder", "teacher"}
     assert json.loads((output / "encoder" / "config.json").read_text())["architectures"] == ["SSLAMModel"]
     assert json.loads((output / "pretraining" / "config.json").read_text())["objective"] == "eat"
+
+
+def test_presets_set_the_recipe_and_overrides_win(tmp_path):
+    stage1 = SSLAMPretrainingArguments.with_preset("stage1", output_dir=str(tmp_path), max_steps=7)
+    assert (stage1.objective, stage1.clone_batch, stage1.learning_rate, stage1.max_steps) == ("eat", 16, 5e-4, 7)
+    assert (stage1.adam_beta2, stage1.weight_decay, stage1.max_grad_norm, stage1.remove_unused_columns) == (
+        0.95, 0.05, 4.0, False
+    )
+    with pytest.raises(ValueError, match="init_from"):
+        SSLAMPretrainingArguments.with_preset("stage2", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown preset"):
+        SSLAMPretrainingArguments.with_preset("stage3", output_dir=str(tmp_path))
 
 
 def test_cli_errors(audio_dir, tmp_path):
