@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, export, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -12,6 +12,7 @@ EPILOGS = {
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
   sslam embed clip.wav --model converted/sslam-base --pooling mean
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
+  sslam export --model converted/sslam-as2m --format onnx --output deploy/onnx
   sslam demo --quick""",
     "embed": """examples:
   sslam embed clip.wav --model converted/sslam-base                     # CLS embedding -> clip.cls.npy
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)"),
         ("convert", "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)"),
         ("convert-hub", "migrate a Hub remote-code EAT/SSLAM folder (python -m sslam.conversion.convert_hub_checkpoint)"),
+        ("export", "export a saved model to ONNX (waveform in), int8 ONNX or torch.export (python -m sslam.cli.export)"),
         ("demo", "the main job: mini-SSLAM on the bundled real audio, end to end"),
     ]:
         sub = commands.add_parser(name, help=help_text, add_help=False)
@@ -191,6 +193,8 @@ def delegate(command: str, argv: list[str]) -> None:
         from sslam.conversion.convert_fairseq_checkpoint import main
     elif command == "convert-hub":
         from sslam.conversion.convert_hub_checkpoint import main
+    elif command == "export":
+        from sslam.cli.export import main
     else:
         from sslam.cli.demo import main
     main(argv)
@@ -199,7 +203,7 @@ def delegate(command: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv and argv[0] in {"pretrain", "evaluate", "convert", "convert-hub", "demo"}:
+    if argv and argv[0] in {"pretrain", "evaluate", "convert", "convert-hub", "export", "demo"}:
         delegate(argv[0], argv[1:])
         return
     args = parser.parse_args(argv)
