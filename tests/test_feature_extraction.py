@@ -149,16 +149,21 @@ def test_torch_backend_matches_torchaudio(fixtures_dir):
 
 
 def test_padding_is_applied_before_normalisation(fixtures_dir):
-    waveform, rate = read_fixture_clip(fixtures_dir, "a")
+    """Padded rows are `padding_value` normalised, in the extractor and in every fixture clip that is padded (whichever
+    clips of a fixture set are shorter than their fixture length); a clip shorter than the default length is always
+    checked on the extractor side."""
     extractor = SSLAMFeatureExtractor()
-    expected = expected_fbank(fixtures_dir, "a")
-
-    features = extractor(waveform, sampling_rate=rate, return_attention_mask=True)
-    real_frames = features["attention_mask"][0].sum()
-
-    assert real_frames < expected.shape[0]
-    np.testing.assert_allclose(features["input_values"][0, real_frames:], padded_frame_value(extractor), rtol=1e-6)
-    np.testing.assert_allclose(expected[real_frames:], padded_frame_value(extractor), rtol=1e-6)
+    for name in ("a", "b", "ref"):
+        waveform, rate = read_fixture_clip(fixtures_dir, name)
+        expected = expected_fbank(fixtures_dir, name)
+        features = extractor(waveform, sampling_rate=rate, resample=True, max_length=expected.shape[0],
+                             return_attention_mask=True)  # fmt: skip
+        real_frames = features["attention_mask"][0].sum()
+        assert real_frames == min(num_frames(extractor, round(len(waveform) * SAMPLING_RATE / rate)), len(expected))
+        np.testing.assert_allclose(expected[real_frames:], padded_frame_value(extractor), rtol=1e-6)
+        np.testing.assert_allclose(features["input_values"][0, real_frames:], padded_frame_value(extractor), rtol=1e-6)
+    short = extractor(noise(16000), sampling_rate=SAMPLING_RATE)["input_values"][0]
+    np.testing.assert_allclose(short[num_frames(extractor, 16000) :], padded_frame_value(extractor), rtol=1e-6)
 
 
 # --- batching, masks, layouts ----------------------------------------------------------------------------------
