@@ -405,7 +405,8 @@ def test_training_gives_every_parameter_a_gradient(problem_type, labels):
 
 @pytest.mark.parametrize("kwargs", [None, {"use_reentrant": False}, {"use_reentrant": True}], ids=str)
 def test_gradient_checkpointing_gives_the_same_gradients(kwargs):
-    """`test_training_gradient_checkpointing(_use_reentrant_*)` and `test_gradient_checkpointing_enable_disable`."""
+    """`test_training_gradient_checkpointing(_use_reentrant_*)` and `test_gradient_checkpointing_enable_disable`
+    (through `activation_checkpointing_*`, the non-deprecated names in transformers 5.24)."""
     model = build(SSLAMForAudioClassification).train()
     labels = torch.tensor([0, 2, 1, 0, 1, 2, 0])
     mask = padded_mask("frame", "interior")
@@ -416,11 +417,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(kwargs):
         return {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
 
     expected = gradients()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    assert model.is_gradient_checkpointing and all(layer.gradient_checkpointing for layer in model.sslam.encoder.layer)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    assert model.is_activation_checkpointing
+    assert all(layer.gradient_checkpointing for layer in model.sslam.encoder.layer)
+    calls = []
+    hook = model.sslam.encoder.layer[0].mlp.register_forward_hook(lambda *args: calls.append(1))
     checkpointed = gradients()
-    model.gradient_checkpointing_disable()
-    assert not model.is_gradient_checkpointing
+    hook.remove()
+    assert len(calls) == 2  # the block runs again in the backward pass
+    model.activation_checkpointing_disable()
+    assert not model.is_activation_checkpointing
     assert sorted(checkpointed) == sorted(expected)
     for name, gradient in expected.items():
         torch.testing.assert_close(checkpointed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
@@ -441,7 +447,7 @@ def test_enable_input_require_grads():
     model = build(SSLAMForAudioClassification)
     model.enable_input_require_grads()
     assert model.get_input_embeddings() is model.sslam.embeddings.patch_embeddings.projection
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model.train()(inputs(), labels=torch.zeros(BATCH, dtype=torch.long)).loss.backward()
     model.disable_input_require_grads()
 
