@@ -152,7 +152,7 @@ def test_legacy_configs_load(tmp_path):
 
 
 def test_ast_vocabulary_and_calls():
-    """AST's `test_call`: lists and arrays agree, batched with `padding=True`, and 2-D arrays are batches."""
+    """AST's `test_call`: lists and arrays agree and batch with `padding=True` (2-D arrays: see below)."""
     extractor = SSLAMFeatureExtractor(**AST_ARGUMENTS, num_mel_bins=128, max_length=1024)
     assert (extractor.feature_size, extractor.num_mel_bins, extractor.max_length) == (1, 128, 1024)
     clips = [noise(length, seed) for seed, length in enumerate((800, 1000, 1200))]
@@ -165,9 +165,13 @@ def test_ast_vocabulary_and_calls():
     assert batched["attention_mask"].sum(-1).tolist() == [kaldi_frames(len(clip)) for clip in clips]
     same = extractor(clips, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="np")["input_values"]
     np.testing.assert_allclose(batched["input_values"], same, atol=1e-3)
+    # AST reads a 2-D array as a batch; here a 2-D array is one multi-channel clip (stereo is never read as two
+    # clips), refused with a message that says how to pass the batch: as its list of rows.
     stacked = np.stack([clips[0]] * 3)
+    with pytest.raises(ValueError, match=r"a 2-D array is one multi-channel clip.*list\(array\)"):
+        extractor(stacked, sampling_rate=SAMPLING_RATE)
     np.testing.assert_array_equal(
-        extractor(stacked, sampling_rate=SAMPLING_RATE)["input_values"],
+        extractor(list(stacked), sampling_rate=SAMPLING_RATE)["input_values"],
         extractor([clips[0]] * 3, sampling_rate=SAMPLING_RATE)["input_values"],
     )
 
