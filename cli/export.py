@@ -29,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="a saved SSLAM folder (classifier or encoder)")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", required=True, help="folder to write the model, its config and labels into")
+    opsets = f"{{{SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}}}"
     parser.add_argument(
-        "--opset", type=int, choices=SUPPORTED_OPSETS, metavar=f"{{{SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}}}",
-        help="ONNX opset (default: the exporter's, 20)",
-    )  # fmt: skip
+        "--opset", type=int, choices=SUPPORTED_OPSETS, metavar=opsets, help="ONNX opset (default: the exporter's, 20)"
+    )
     parser.add_argument(
         "--no_verify", "--no-verify", action="store_true", help="skip the onnxruntime vs eager check (ONNX formats)"
     )

@@ -29,7 +29,12 @@ from torch.export import Dim
 from transformers import AutoConfig
 
 import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes)
-from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor, kaldi_fbank, normalize_fbank
+from sslam.modeling_sslam.feature_extraction_sslam import (
+    SSLAMFeatureExtractor,
+    kaldi_fbank,
+    mel_filter_bands,
+    normalize_fbank,
+)
 from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
 
 
@@ -63,23 +68,18 @@ class WaveformFrontEnd(nn.Module):
         self.frame_length, self.frame_shift, self.fft_length = (
             extractor.frame_length, extractor.frame_shift, extractor.fft_length,
         )  # fmt: skip
-        self.num_mel_bins, self.patch_size, self.max_length = extractor.num_mel_bins, extractor.patch_size, extractor.max_length
+        self.num_mel_bins, self.patch_size = extractor.num_mel_bins, extractor.patch_size
+        self.max_length = extractor.max_length
         self.padding_value, self.mean, self.std = float(extractor.padding_value), extractor.mean, extractor.std
         self.do_normalize = extractor.do_normalize
         self.register_buffer("window", extractor.window.clone(), persistent=False)
-        self.band_bins = [(low, high) for low, high, _ in extractor._mel_bands]
-        for index, (_, _, weights) in enumerate(extractor._mel_bands):
-            self.register_buffer(f"mel_band_{index}", weights.clone(), persistent=False)
+        bands = mel_filter_bands(extractor.mel_filters)
+        self.band_bins = [(low, high) for low, high, _ in bands]
+        for index, (_, _, weights) in enumerate(bands):
+            self.register_buffer(f"mel_band_{index}", weights, persistent=False)
 
     def mel_bands(self) -> tuple:
         return tuple((low, high, getattr(self, f"mel_band_{i}")) for i, (low, high) in enumerate(self.band_bins))
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames of the output for clips of `num_samples` samples."""
-        frames = 1 + (num_samples - self.frame_length) // self.frame_shift
-        if self.max_length is not None:
-            return self.max_length
-        return -(-frames // self.patch_size) * self.patch_size
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         waveform = waveform - waveform.mean(dim=-1, keepdim=True)
@@ -210,7 +210,8 @@ def export_torch_program(loaded: LoadedModel, path: str | Path) -> Path:
     config = loaded.model.config
     batch = Dim("batch", min=1, max=MAX_BATCH)
     rows = Dim("rows", min=1, max=config.max_time_patches)
-    shapes = {"input_values": {0: batch, 1: config.patch_size * rows}, "attention_mask": {0: batch, 1: config.patch_size * rows}}
+    frames = config.patch_size * rows
+    shapes = {"input_values": {0: batch, 1: frames}, "attention_mask": {0: batch, 1: frames}}
     example = torch.randn(2, 2 * config.patch_size, config.num_mel_bins, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(example.shape[:2], dtype=torch.int64)
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):  # keeps one patch row (16 frames) legal
@@ -258,8 +259,9 @@ def onnx_errors(loaded: LoadedModel, path: str | Path, lengths_seconds=(1.0, 3.7
     errors = dict.fromkeys(names, 0.0)
     for seconds in lengths_seconds:
         waveform = example_waveform(2, int(seconds * loaded.feature_extractor.sampling_rate), seed=1).numpy()
-        for name, actual, expected in zip(names, session.run(None, {"waveform": waveform}), eager_outputs(loaded, waveform)):
-            errors[name] = max(errors[name], float(np.abs(actual - expected).max()))
+        actual = session.run(None, {"waveform": waveform})
+        for name, onnx_output, eager_output in zip(names, actual, eager_outputs(loaded, waveform)):
+            errors[name] = max(errors[name], float(np.abs(onnx_output - eager_output).max()))
     return errors
 
 

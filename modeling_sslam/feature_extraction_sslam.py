@@ -719,4 +719,13 @@ def _channels_and_mel_bins(feature_size, num_mel_bins) -> tuple[int, int]:
     return feature_size, num_mel_bins
 
 
-__all__ = ["NORMALIZATION_STATS", "SSLAMFeatureExtractor", "apply_mel_bands", "frames_log_mel", "kaldi_fbank", "kaldi_mel_filters", "mel_filter_bands", "normalize_fbank"]
+__all__ = [
+    "NORMALIZATION_STATS",
+    "SSLAMFeatureExtractor",
+    "apply_mel_bands",
+    "frames_log_mel",
+    "kaldi_fbank",
+    "kaldi_mel_filters",
+    "mel_filter_bands",
+    "normalize_fbank",
+]
