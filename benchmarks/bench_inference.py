@@ -8,7 +8,8 @@ another CPU compare with care (bf16 GEMMs in particular run several times faster
 * Model: base config (random weights, seed 0), a batch of 8 clips of 10 s (8 x 1024 x 128 frames), no gradients;
   fp32 eager, fp32 SDPA (what `from_pretrained` gives) and bf16 autocast with SDPA, alternating round-robin
   (`--repeats` rounds after a warm-up round) so load from other processes hits every case alike; median and min.
-  bf16 drift: max |bf16 autocast output - fp32 eager output| of `last_hidden_state`.
+  bf16 drift: max (and mean) |bf16 autocast output - fp32 eager output| of `last_hidden_state`; the max is a noisy
+  statistic that moves by about 0.003 with the input draw.
 * Feature extractor: one 10 s clip per call (default call, and each backend), and a batch of 16 clips of 10 s per
   call (per clip); medians of round-robin rounds.
 * Peak RSS: a fresh process builds the base encoder and runs one fp32 SDPA forward of the batch
@@ -141,7 +142,7 @@ def print_profile(batch: torch.Tensor) -> None:
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
-def print_table(timings: dict, fbank: dict, drift: float, rss: float, args) -> None:
+def print_table(timings: dict, fbank: dict, drift: tuple[float, float], rss: float, args) -> None:
     median = {name: statistics.median(values) for name, values in {**timings, **fbank}.items()}
     minimum = {name: min(values) for name, values in {**timings, **fbank}.items()}
     per_clip = {name: 1e3 * value / (16 if "16" in name else 1) for name, value in median.items() if "clip" in name
@@ -158,8 +159,8 @@ def print_table(timings: dict, fbank: dict, drift: float, rss: float, args) -> N
     print(f"| same, bf16 autocast, SDPA (vs original bf16 / fp32) | {ORIGINAL['bf16']:.2f} / {ORIGINAL['fp32']:.2f} s "
           f"| {bf16:.2f} ({minimum['bf16 sdpa']:.2f}) s | {ORIGINAL['bf16'] / bf16:.2f}x / "
           f"{ORIGINAL['fp32'] / bf16:.2f}x |")  # fmt: skip
-    print(f"| bf16 output drift from the fp32 output (max abs) | {ORIGINAL['bf16_drift']:.3f} | {drift:.3f} | "
-          f"{ORIGINAL['bf16_drift'] / drift:.2f}x smaller |")  # fmt: skip
+    print(f"| bf16 output drift from the fp32 output, max abs (mean abs) | {ORIGINAL['bf16_drift']:.3f} | "
+          f"{drift[0]:.3f} ({drift[1]:.4f}) | {ORIGINAL['bf16_drift'] / drift[0]:.2f}x smaller |")  # fmt: skip
     fbank_ms = ORIGINAL["fbank_ms"]
     for label, name in (
         ("fbank, one 10 s clip, default call", "default, one clip"),
@@ -190,7 +191,8 @@ def main():
     batch = torch.randn(args.batch_size, 1024, 128, generator=torch.Generator().manual_seed(0))
     functions, outputs = model_cases(batch)
     timings = round_robin(functions, args.repeats)
-    drift = (outputs["bf16 sdpa"].float() - outputs["fp32 eager"]).abs().max().item()
+    difference = (outputs["bf16 sdpa"].float() - outputs["fp32 eager"]).abs()
+    drift = difference.max().item(), difference.mean().item()
     fbank = round_robin(fbank_cases(), args.fbank_repeats)
     print_table(timings, fbank, drift, peak_rss_gb(args.threads, args.batch_size), args)
     if args.profile:
