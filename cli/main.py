@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, shard, pretrain, evaluate, convert, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--device", default="cpu")
 
     for name, help_text in [
+        ("shard", "write a pre-training corpus as tar shards for streaming (python -m sslam.cli.shard)"),
         ("pretrain", "Stage 1 / Stage 2 pre-training (same options as python -m sslam.training.pretrain)"),
         ("evaluate", "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)"),
         ("convert", "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)"),
@@ -183,7 +184,9 @@ def load_model_and_extractor(folder: str, device: str, classification: bool):
 
 def delegate(command: str, argv: list[str]) -> None:
     """Runs the module behind a command with the remaining arguments."""
-    if command == "pretrain":
+    if command == "shard":
+        from sslam.cli.shard import main
+    elif command == "pretrain":
         from sslam.training.pretrain import main
     elif command == "evaluate":
         from sslam.evaluation.run import main
@@ -199,7 +202,7 @@ def delegate(command: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv and argv[0] in {"pretrain", "evaluate", "convert", "convert-hub", "demo"}:
+    if argv and argv[0] in {"shard", "pretrain", "evaluate", "convert", "convert-hub", "demo"}:
         delegate(argv[0], argv[1:])
         return
     args = parser.parse_args(argv)
