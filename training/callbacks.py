@@ -198,7 +198,9 @@ class DivergenceGuardCallback(TrainerCallback):
 def last_good_state(output_dir: str, world_size: int) -> str:
     """A sentence naming the newest complete checkpoint of `output_dir` (or saying there is none)."""
     folder, _ = newest_complete_checkpoint(output_dir, world_size)
-    return f"the last good checkpoint is {folder}" if folder else f"no checkpoint was saved in {output_dir}"
+    if folder is None:
+        return f"no checkpoint was saved in {output_dir}"
+    return f"the newest complete checkpoint is {folder} (saved weights are always finite)"
 
 
 class SkippedClipsCallback(TrainerCallback, ExportableState):

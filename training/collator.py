@@ -163,10 +163,13 @@ class SSLAMPretrainingCollator:
     def _clip_features(self, source, key: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
         """`(1, 1, max_length, num_mel_bins)` features of one clip and its key; raises `UnusableClipError` (or what
         decoding raises) for a clip that cannot be used."""
-        waveform = decode_audio(source, self.feature_extractor.sampling_rate)
+        try:
+            waveform = decode_audio(source, self.feature_extractor.sampling_rate)
+        except DECODE_ERRORS as error:
+            raise UnusableClipError(f"cannot be decoded ({error})") from error
         problem = clip_problem(waveform, self.max_abs_amplitude)
         if problem is not None:
-            raise UnusableClipError(f"the clip {problem}")
+            raise UnusableClipError(problem)
         key = key if key is not None else _content_key(waveform)
         features = self.feature_extractor(
             self._fit_length(waveform, key),
