@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sslam.cli.main import _positive_int
+
 EPILOG = """examples:
   sslam shard /data/audioset/wavs --output_dir /data/audioset/shards --clips_per_shard 1000 --num_workers 8
   sslam shard /data/audioset/train.tsv --output_dir shards --audio_format ogg
@@ -19,11 +21,18 @@ and listed under "skipped" in index.json) and stored as FLAC (lossless, 24 bit) 
 shuffled with --seed before writing (the reader shuffles only within the shards of one stream)."""
 
 
+class ShardArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one `error:` line, exit code 2."""
+
+    def error(self, message: str):
+        fail(f"{message} (see {self.prog} --help)", 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sslam.training.data import DATA_FORMATS
     from sslam.training.shards import AUDIO_FORMATS
 
-    parser = argparse.ArgumentParser(
+    parser = ShardArgumentParser(
         prog="sslam shard", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("data", help="folder of audio files, .tsv manifest, file list, audiofolder or Hub dataset id")
@@ -39,23 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="train", help="shard file names: PREFIX-000000.tar, ...")
     parser.add_argument("--seed", type=int, default=0, help="seed of the clip order")
     parser.add_argument("--no_shuffle", "--no-shuffle", action="store_true", help="keep the source order")
-    parser.add_argument("--num_workers", "--num-workers", type=_non_negative_int, default=0,
+    parser.add_argument("--num_workers", "--num-workers", type=int, default=0,
                         help="processes that decode and encode (0 = this one)")  # fmt: skip
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 def corpus_sources(args) -> list | object:
@@ -82,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     from sslam.training.shards import write_shards
 
     args = build_parser().parse_args(argv)
+    if args.num_workers < 0:
+        fail(f"--num_workers must be >= 0, got {args.num_workers}.", 2)
     output = Path(args.output_dir)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(f"--output_dir {output} exists and is not an empty folder: shards are not overwritten.", 2)

@@ -60,12 +60,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch_two_processes(argv: list[str], script: Path | None = None, succeed: bool = True):
+def launch_two_processes(argv: list[str], script: Path | None = None, succeed: bool = True, config_file=None):
     """`accelerate launch` on 2 CPU processes, as in the environment notes (--multi_gpu + ACCELERATE_USE_CPU), of
-    `python -m sslam.training.pretrain` (or of `script`)."""
+    `python -m sslam.training.pretrain` (or of `script`), optionally with an accelerate `config_file` (the flags win)."""
     target = [str(script)] if script else ["-m", "sslam.training.pretrain"]
+    config = ["--config_file", str(config_file)] if config_file else []
     command = [
-        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        str(ACCELERATE), "launch", *config, "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *target, *argv,
     ]  # fmt: skip
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -164,15 +165,18 @@ def test_two_process_shard_run_resumes_after_kill_9_of_one_process(tmp_path):
     write_shards(clips, shards, clips_per_shard=2)
     common = ["--preset", "stage1", "--data", str(shards), "--max_steps", "6", "--learning_rate", "1e-3",
               "--warmup_steps", "1", *TINY_FLAGS, "--dataloader_num_workers", "1", "--save_steps", "3"]  # fmt: skip
-    launch_two_processes([*common, "--output_dir", str(tmp_path / "full")])
+    ddp_config = REPO_ROOT / "training" / "accelerate_configs" / "ddp.yaml"  # the documented config
+    launch_two_processes([*common, "--output_dir", str(tmp_path / "full")], config_file=ddp_config)
 
     script = tmp_path / "kill_one_process.py"
     script.write_text(textwrap.dedent(KILL_ONE_PROCESS).replace("{kill_step}", "4"))
     killed = tmp_path / "killed"
-    result = launch_two_processes([*common, "--output_dir", str(killed)], script=script, succeed=False)
+    result = launch_two_processes([*common, "--output_dir", str(killed)], script=script, succeed=False,
+                                  config_file=ddp_config)  # fmt: skip
     assert "rank      : 1 (local_rank: 1)\n  exitcode  : -9" in result.stderr  # torchrun's report: killed by SIGKILL
     assert sorted(path.name for path in killed.iterdir()) == ["checkpoint-3"]
-    launch_two_processes([*common, "--output_dir", str(killed), "--resume_from_checkpoint", "last"])
+    launch_two_processes([*common, "--output_dir", str(killed), "--resume_from_checkpoint", "last"],
+                         config_file=ddp_config)  # fmt: skip
 
     full_log, full_state = training_log(tmp_path / "full")
     resumed_log, resumed_state = training_log(killed)

@@ -118,11 +118,13 @@ def test_sslam_shard_writes_checked_shards_and_leaves_bad_clips_out(corpus, tmp_
         ([str(corpus), "--output_dir", str(output)], 2, "not an empty folder"),  # no overwrite
         ([str(tmp_path / "missing"), "--output_dir", str(tmp_path / "new")], 2, "not found"),
         ([str(corpus), "--output_dir", str(tmp_path / "x"), "--clips_per_shard", "0"], 2, "positive integer"),
+        ([str(corpus), "--output_dir", str(tmp_path / "x"), "--num_workers", "-1"], 2, "--num_workers must be >= 0"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             shard_main(argv)
-        assert exit_info.value.code == code
-        assert message in capsys.readouterr().err
+        stderr = capsys.readouterr().err
+        assert exit_info.value.code == code and message in stderr
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1
 
 
 def test_sslam_shard_command_is_registered(corpus, tmp_path):
