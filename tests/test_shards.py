@@ -258,3 +258,21 @@ def test_shard_skip_limit_stops_the_run_without_saving_a_model(tmp_path, capfd, 
     assert "raw-000001.tar/000007.flac (x)" in error
     assert "skipping clip raw-000001.tar/000007.flac (x): " in caplog.text  # the warning names it too
     assert not (tmp_path / "run" / "encoder").exists() and not (tmp_path / "run" / "pretraining").exists()
+
+
+def test_stream_reads_shards_from_a_url(stream_shards):
+    """The same items from an http:// index (a loopback server) as from the local folder."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(stream_shards))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.json"
+        remote = list(ShardedAudioStream(url, batch_size=4, seed=1))
+        server.shutdown()
+    local = list(ShardedAudioStream(str(stream_shards), batch_size=4, seed=1))
+    assert [item["index"] for item in remote] == [item["index"] for item in local]
+    assert all(a["audio"]["bytes"] == b["audio"]["bytes"] for a, b in zip(remote, local)) and len(remote) == 16

@@ -342,6 +342,29 @@ def test_fewer_usable_clips_than_one_batch_is_an_error_not_an_untrained_encoder(
     assert not (tmp_path / "run" / "encoder").exists() and not (tmp_path / "run" / "pretraining").exists()
 
 
+def test_collator_skips_bad_clips_per_item_and_keeps_stage_2_pairs(mixed_audio):
+    from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
+    from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
+    from sslam.training.arguments import MODEL_SIZES
+    from sslam.training.collator import SSLAMPretrainingCollator, UnusableClipError
+
+    config = SSLAMConfig(**MODEL_SIZES["tiny"], objective="sslam", clone_batch=2, max_length=256, unmixed_window_frames=64)
+    collator = SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(max_length=256), seed=1)
+    good = [{"audio": str(mixed_audio / f"good{i}.wav"), "epoch": 0, "index": i} for i in range(2)]
+    bad = {"audio": str(mixed_audio / "nan.wav"), "epoch": 0, "index": 9}
+    clean = collator(good)
+    batch = collator([good[0], bad, good[1]])
+    assert batch["input_values"].shape[0] == 2 and batch["num_clips"] == 3
+    assert batch["skipped_clips"] == [f"{mixed_audio / 'nan.wav'}: contains NaN or infinite samples"]
+    assert torch.equal(batch["mask"], clean["mask"]) and torch.equal(batch["input_values"], clean["input_values"])
+    lone = collator([bad, good[0]])  # Stage 2 mixes pairs: a lone usable clip cannot be used either
+    assert lone["input_values"].shape[0] == 2 and lone["input_values"].std() < 1e-5  # silent placeholders
+    assert len(lone["skipped_clips"]) == lone["num_clips"] == 2 and "left without a clip to mix with" in lone["skipped_clips"][1]
+    strict = SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(max_length=256), skip_bad_clips=False)
+    with pytest.raises(UnusableClipError, match="nan.wav: contains NaN"):
+        strict([good[0], bad])
+
+
 def test_skip_counts_continue_after_a_resume():
     callback = SkippedClipsCallback(max_fraction=0.5)
     state = guard_state(3)
@@ -372,6 +395,7 @@ def test_skip_counts_continue_after_a_resume():
         (["--output_dir", "{file}/sub"], "output_dir {file}/sub cannot be written"),
         (["--output_dir", "/proc/sslam-not-writable"], "output_dir /proc/sslam-not-writable cannot be written"),
         (["--resume_from_checkpoint", "last", "--max_steps", "nine"], "argument --max_steps/--max-steps: invalid int value: 'nine'"),
+        (["--resume_from_checkpoint", "{file}"], "resume_from_checkpoint {file} is not a folder"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_code_2_before_any_work(good_audio, tmp_path, capsys, monkeypatch,

@@ -187,8 +187,9 @@ class SSLAMPretrainingArguments(TrainingArguments):
             raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}.")
 
     def check_paths(self) -> None:
-        """Raises a `ValueError` unless `output_dir` is (or can be made) a writable folder and `data`, `init_from`
-        and `model_config` exist (a URL or Hub id is not checked). Creates `output_dir`."""
+        """Raises a `ValueError` unless `output_dir` is (or can be made) a writable folder and `data`, `init_from`,
+        `model_config` and `resume_from_checkpoint` (other than `last`) exist (a URL or Hub id is not checked).
+        Creates `output_dir`."""
         check_output_dir(self.output_dir)
         if self.data is not None:
             try:
@@ -199,6 +200,9 @@ class SSLAMPretrainingArguments(TrainingArguments):
             raise ValueError(f"init_from {self.init_from} is not a folder (a saved SSLAMForPreTraining).")
         if self.model_config is not None and not os.path.isfile(self.model_config):
             raise ValueError(f"model_config {self.model_config} is not a file (an SSLAMConfig JSON).")
+        resume = self.resume_from_checkpoint
+        if resume not in (None, "last") and not os.path.isdir(resume):
+            raise ValueError(f"resume_from_checkpoint {resume} is not a folder (a checkpoint-N folder, or last).")
 
     def _check_choices(self) -> None:
         for dataclass_field in fields(SSLAMPretrainingArguments):

@@ -74,8 +74,9 @@ class SSLAMPretrainingCollator:
 
     Bad clips (undecodable, empty, non-finite, peak above `max_abs_amplitude`) are skipped with a warning naming them;
     the batch then also holds `skipped_clips` (`"name: reason"` strings) and `num_clips` (items given). When every
-    clip of a batch is skipped, the batch holds one silent placeholder clip instead (so that every process still takes
-    part in the step) and the trainer gives it zero weight. With `skip_bad_clips=False` a bad clip raises an
+    clip of a batch is skipped (for Stage 2, which mixes clips in pairs: all but one), the batch holds silent
+    placeholder clips instead (so that every process still takes part in the step; a lone usable Stage-2 clip is
+    counted as skipped too) and the trainer gives it zero weight. With `skip_bad_clips=False` a bad clip raises an
     `UnusableClipError` naming it.
 
     Args:
@@ -135,7 +136,7 @@ class SSLAMPretrainingCollator:
         return extractor.frame_length + extractor.frame_shift * (self.max_length - 1)
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
-        features, keys, skipped = [], [], []
+        features, keys, names, skipped = [], [], [], []
         for position, item in enumerate(items):
             source, key, name, error = _split_item(item, position)
             try:
@@ -150,9 +151,12 @@ class SSLAMPretrainingCollator:
                 continue
             features.append(clip_features)
             keys.append(key)
-        if not keys:  # every clip skipped: a silent placeholder that the trainer weighs 0
+            names.append(name)
+        needed = 2 if self.masking.mixes else 1  # Stage 2 mixes every clip with another one
+        if len(keys) < needed:  # too few usable clips: a silent placeholder batch that the trainer weighs 0
+            skipped += [f"{name}: usable, but left without a clip to mix with" for name in names]
             placeholder, key = self._clip_features(np.zeros(self.clip_samples, dtype=np.float32), None)
-            features, keys = [placeholder], [key]
+            features, keys = [placeholder] * needed, [key] * needed
         batch = {"input_values": torch.cat(features), "mask": self.draw_masks(keys)}
         if self.masking.mixes:
             batch["unmixed_window_starts"] = self.draw_window_starts(keys[0])
