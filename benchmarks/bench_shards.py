@@ -86,7 +86,7 @@ def main() -> None:
                 for workers in args.workers:
                     rate = clips_per_second(folder, workers, collate)
                     rows.append((audio_format, f"{megabytes / args.clips * 1024:.0f}", name, workers, rate))
-    print(f"\n{args.clips} clips of {SECONDS} s, batches of {BATCH}, torch threads 1, os.cpu_count() {os.cpu_count()}\n")
+    print(f"\n{args.clips} clips of {SECONDS} s, batches of {BATCH}, torch threads 1, {os.cpu_count()} CPUs\n")
     print("| shards | KiB per clip | work | workers | clips/s | clips/s per worker |")
     print("|---|---|---|---|---|---|")
     for audio_format, size, name, workers, rate in rows:

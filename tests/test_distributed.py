@@ -62,7 +62,7 @@ def free_port() -> int:
 
 def launch_two_processes(argv: list[str], script: Path | None = None, succeed: bool = True, config_file=None):
     """`accelerate launch` on 2 CPU processes, as in the environment notes (--multi_gpu + ACCELERATE_USE_CPU), of
-    `python -m sslam.training.pretrain` (or of `script`), optionally with an accelerate `config_file` (the flags win)."""
+    `python -m sslam.training.pretrain` (or of `script`), with an accelerate `config_file` if given (flags win)."""
     target = [str(script)] if script else ["-m", "sslam.training.pretrain"]
     config = ["--config_file", str(config_file)] if config_file else []
     command = [

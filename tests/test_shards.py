@@ -27,7 +27,8 @@ SHARD_FLAGS = [
 def tone(seed: int, seconds: float = 1.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     time = np.arange(int(seconds * 16000)) / 16000
-    return (0.2 * np.sin(2 * np.pi * (150 + 40 * seed) * time) + 0.05 * rng.standard_normal(time.shape)).astype(np.float32)
+    waveform = 0.2 * np.sin(2 * np.pi * (150 + 40 * seed) * time) + 0.05 * rng.standard_normal(time.shape)
+    return waveform.astype(np.float32)
 
 
 def encoded(waveform: np.ndarray, audio_format: str = "FLAC", subtype: str | None = None) -> bytes:
@@ -210,7 +211,8 @@ def test_pretraining_from_shards_skips_bad_clips_and_resumes_mid_epoch_exactly(t
     nan_clip = tone(99, 0.5)
     nan_clip[7] = np.nan
     good = [("flac", encoded(tone(i, 0.5 + 0.05 * i))) for i in range(14)]
-    clips = good[:5] + [("flac", b"fLaC\x00\x00\x00\x22 truncated")] + good[5:10] + [("wav", encoded(nan_clip, "WAV", "FLOAT"))]
+    corrupt, nan_wav = ("flac", b"fLaC\x00\x00\x00\x22 truncated"), ("wav", encoded(nan_clip, "WAV", "FLOAT"))
+    clips = [*good[:5], corrupt, *good[5:10], nan_wav]  # indices 5 and 11
     shards = write_raw_shards(tmp_path / "shards", [(clips + good[10:])[i : i + 4] for i in range(0, 16, 4)])
     flags = [*SHARD_FLAGS, "--data", str(shards), "--dataloader_num_workers", "2", "--max_steps", "10",
              "--max_skipped_fraction", "0.2"]  # fmt: skip
@@ -232,7 +234,8 @@ def test_pretraining_from_shards_skips_bad_clips_and_resumes_mid_epoch_exactly(t
     (resumed_dir / "checkpoint-5").symlink_to(tmp_path / "full" / "checkpoint-5")
     resumed = main([*flags, "--output_dir", str(resumed_dir), "--resume_from_checkpoint", "last"])
     assert len(run_losses(full)) == 10 and run_losses(resumed) == run_losses(full)
-    assert [e["epoch"] for e in resumed.trainer.state.log_history] == [e["epoch"] for e in full.trainer.state.log_history]
+    epochs = [[entry["epoch"] for entry in run.trainer.state.log_history] for run in (full, resumed)]
+    assert epochs[0] == epochs[1]
     assert resumed.trainer.state.log_history[-1]["skipped_clips_total"] == expected_skips
     full_weights, resumed_weights = full.trainer.model.state_dict(), resumed.trainer.model.state_dict()
     for name, value in full_weights.items():

@@ -92,7 +92,8 @@ KILLING_RUN = """
 def uninterrupted(good_audio, tmp_path_factory) -> tuple[Path, list[dict]]:
     """6 steps (8 clips, 4 steps per epoch: crosses an epoch boundary), checkpoints every 2 steps."""
     output = tmp_path_factory.mktemp("uninterrupted") / "run"
-    run = main([*FLAGS, "--data", str(good_audio), "--max_steps", "6", "--save_steps", "2", "--output_dir", str(output)])
+    run = main([*FLAGS, "--data", str(good_audio), "--max_steps", "6", "--save_steps", "2", "--output_dir",
+                str(output)])  # fmt: skip
     return output, run.trainer.state.log_history
 
 
@@ -101,13 +102,15 @@ def test_kill_9_during_a_checkpoint_save_then_resume_gives_identical_losses(good
     script = tmp_path / "killing_run.py"
     script.write_text(textwrap.dedent(KILLING_RUN).replace("{kill_step}", "4"))
     argv = [*FLAGS, "--data", str(good_audio), "--max_steps", "6", "--save_steps", "2", "--output_dir", str(output)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     killed = subprocess.run([sys.executable, str(script), *argv], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
     # the half-written checkpoint never became a checkpoint-N folder
     assert sorted(path.name for path in output.iterdir()) == [".incomplete", "checkpoint-2"]
     partial = output / ".incomplete" / "checkpoint-4"
-    assert (partial / "model.safetensors").is_file() and "optimizer.pt is truncated" in " ".join(checkpoint_problems(partial))
+    assert (partial / "model.safetensors").is_file()
+    assert "optimizer.pt is truncated" in " ".join(checkpoint_problems(partial))
     assert checkpoint_problems(output / "checkpoint-2") == []
 
     resumed = main([*argv, "--resume_from_checkpoint", "last"])
@@ -185,7 +188,8 @@ def test_resume_without_optimizer_or_rng_state_is_an_error(good_audio, uninterru
 
 
 def test_resume_last_without_any_checkpoint_is_an_error(good_audio, tmp_path):
-    args = parse_args([*FLAGS, "--data", str(good_audio), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "last"])
+    args = parse_args([*FLAGS, "--data", str(good_audio), "--output_dir", str(tmp_path),
+                       "--resume_from_checkpoint", "last"])  # fmt: skip
     with pytest.raises(CheckpointError, match="it has no checkpoint-N folder"):
         run_pretraining(args)
 
@@ -225,7 +229,8 @@ def test_divergence_guard_stops_before_the_optimizer_step(tmp_path):
     guard.observe_batch(loss=torch.tensor(2.0))
     guard.observe_grad_norm(torch.tensor(3.0))
     guard.on_pre_optimizer_step(args, guard_state(4), TrainerControl())  # finite: passes
-    for loss, norm, message in ((2.0, float("inf"), "non-finite gradient norm"), (float("nan"), 1.0, "non-finite loss")):
+    cases = ((2.0, float("inf"), "non-finite gradient norm"), (float("nan"), 1.0, "non-finite loss"))
+    for loss, norm, message in cases:
         guard.observe_batch(loss=torch.tensor(1.0))
         guard.observe_batch(loss=torch.tensor(loss))
         guard.observe_grad_norm(torch.tensor(norm))
@@ -234,7 +239,8 @@ def test_divergence_guard_stops_before_the_optimizer_step(tmp_path):
 
 
 def test_non_finite_weights_are_never_saved(good_audio, tmp_path):
-    trainer = build_trainer(parse_args([*FLAGS, "--data", str(good_audio), "--max_steps", "2", "--output_dir", str(tmp_path)]))
+    args = parse_args([*FLAGS, "--data", str(good_audio), "--max_steps", "2", "--output_dir", str(tmp_path)])
+    trainer = build_trainer(args)
     with torch.no_grad():
         trainer.model.decoder.proj.weight[0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match=r"holds NaN or inf values at step 0 \(in decoder.proj.weight\)"):
@@ -348,7 +354,9 @@ def test_collator_skips_bad_clips_per_item_and_keeps_stage_2_pairs(mixed_audio):
     from sslam.training.arguments import MODEL_SIZES
     from sslam.training.collator import SSLAMPretrainingCollator, UnusableClipError
 
-    config = SSLAMConfig(**MODEL_SIZES["tiny"], objective="sslam", clone_batch=2, max_length=256, unmixed_window_frames=64)
+    config = SSLAMConfig(
+        **MODEL_SIZES["tiny"], objective="sslam", clone_batch=2, max_length=256, unmixed_window_frames=64
+    )
     collator = SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(max_length=256), seed=1)
     good = [{"audio": str(mixed_audio / f"good{i}.wav"), "epoch": 0, "index": i} for i in range(2)]
     bad = {"audio": str(mixed_audio / "nan.wav"), "epoch": 0, "index": 9}
@@ -359,7 +367,8 @@ def test_collator_skips_bad_clips_per_item_and_keeps_stage_2_pairs(mixed_audio):
     assert torch.equal(batch["mask"], clean["mask"]) and torch.equal(batch["input_values"], clean["input_values"])
     lone = collator([bad, good[0]])  # Stage 2 mixes pairs: a lone usable clip cannot be used either
     assert lone["input_values"].shape[0] == 2 and lone["input_values"].std() < 1e-5  # silent placeholders
-    assert len(lone["skipped_clips"]) == lone["num_clips"] == 2 and "left without a clip to mix with" in lone["skipped_clips"][1]
+    assert len(lone["skipped_clips"]) == lone["num_clips"] == 2
+    assert "left without a clip to mix with" in lone["skipped_clips"][1]
     strict = SSLAMPretrainingCollator.from_config(config, SSLAMFeatureExtractor(max_length=256), skip_bad_clips=False)
     with pytest.raises(UnusableClipError, match="nan.wav: contains NaN"):
         strict([good[0], bad])
@@ -394,7 +403,7 @@ def test_skip_counts_continue_after_a_resume():
         (["--output_dir", "{file}"], "output_dir {file} is a file, not a folder"),
         (["--output_dir", "{file}/sub"], "output_dir {file}/sub cannot be written"),
         (["--output_dir", "/proc/sslam-not-writable"], "output_dir /proc/sslam-not-writable cannot be written"),
-        (["--resume_from_checkpoint", "last", "--max_steps", "nine"], "argument --max_steps/--max-steps: invalid int value: 'nine'"),
+        (["--max_steps", "nine"], "argument --max_steps/--max-steps: invalid int value: 'nine'"),
         (["--resume_from_checkpoint", "{file}"], "resume_from_checkpoint {file} is not a folder"),
     ],
 )

@@ -295,7 +295,7 @@ class ShardPositionCallback(TrainerCallback, ExportableState):
         if saved is not None and saved["args"]["layout"] != stream.layout:
             before, now = saved["args"]["layout"], stream.layout
             changed = {key: (before.get(key), now[key]) for key in now if before.get(key) != now[key]}
-            changed = {key: value if key not in ("shards", "num_samples") else "changed" for key, value in changed.items()}
+            changed = {key: "changed" if key in ("shards", "num_samples") else value for key, value in changed.items()}
             raise DataLayoutChangedError(
                 f"the checkpoint's shard stream had another layout ({changed}); resume with the same processes, "
                 "--dataloader_num_workers, --per_device_train_batch_size, --seed, --shuffle_buffer_size and shards."
@@ -304,7 +304,8 @@ class ShardPositionCallback(TrainerCallback, ExportableState):
         batches = len(stream) // stream.batch_size
         accumulation = args.gradient_accumulation_steps
         self._steps_per_epoch = batches // accumulation
-        stream.set_position(state.global_step // self._steps_per_epoch, state.global_step % self._steps_per_epoch * accumulation)
+        epoch, steps_done = divmod(state.global_step, self._steps_per_epoch)
+        stream.set_position(epoch, steps_done * accumulation)
 
     def on_step_end(self, args, state, control, **kwargs):
         state.epoch = state.global_step / self._steps_per_epoch

@@ -271,7 +271,8 @@ def read_shard(url: str, num_samples: int, audio_format: str) -> Iterator[tuple[
         with fsspec.open(url, "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as archive:
             for key, sample in _group_members(archive, audio_format):
                 if produced == num_samples:
-                    logger.warning("%s holds more clips than its index lists (%d): the rest is ignored.", url, num_samples)
+                    message = "%s holds more clips than its index lists (%d): the rest is ignored."
+                    logger.warning(message, url, num_samples)
                     return
                 produced += 1
                 yield f"{shard_name}/{key}", sample
@@ -417,7 +418,8 @@ class ShardedAudioStream(IterableDataset):
         plan = self.plan(epoch)
         role, skip = self._role_and_skip(worker, num_workers, epoch)
         shards = plan.streams[self.rank * num_workers + role]
-        generator = np.random.default_rng(np.random.SeedSequence([self.seed, SHARD_SHUFFLE_STREAM, epoch, self.rank, role]))
+        seeds = np.random.SeedSequence([self.seed, SHARD_SHUFFLE_STREAM, epoch, self.rank, role])
+        generator = np.random.default_rng(seeds)
         for position, item in enumerate(self._shuffled(self._items(shards, epoch), generator)):
             if position >= plan.samples_per_stream:
                 return
@@ -436,7 +438,8 @@ class ShardedAudioStream(IterableDataset):
 
     def _items(self, shards: list[int], epoch: int) -> Iterator[dict]:
         for shard in shards:
-            for ordinal, (name, sample) in enumerate(read_shard(self.urls[shard], self.sizes[shard], self.audio_format)):
+            samples = read_shard(self.urls[shard], self.sizes[shard], self.audio_format)
+            for ordinal, (name, sample) in enumerate(samples):
                 index = self.offsets[shard] + ordinal
                 if "error" in sample:
                     yield {"audio": None, "epoch": epoch, "index": index, "name": name, "error": sample["error"]}
