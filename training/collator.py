@@ -9,7 +9,7 @@ masks of each clip (and, for Stage 2, the unmixed windows of the batch) from gen
 index)` of the items, so masks are reproducible and identical after a resume.
 
 Bad clips do not stop a run: a clip that cannot be decoded, or is empty, non-finite or far out of range
-(`data.clip_problem`), is left out of its batch with a warning naming it, and the batch reports it (see
+(`data.decode_usable_clip`), is left out of its batch with a warning naming it, and the batch reports it (see
 [`SSLAMPretrainingCollator`]); the trainer counts it and `callbacks.SkippedClipsCallback` enforces the limit.
 """
 
@@ -22,16 +22,17 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sslam.modeling_sslam.audio_io import decode_audio
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 from sslam.modeling_sslam.masking import PretrainingMaskGenerator
 
 from .data import (
     CROP_STREAM,
+    DECODE_ERRORS,
     MASK_STREAM,
     MAX_ABS_AMPLITUDE,
     WINDOW_STREAM,
-    clip_problem,
+    UnusableClipError,
+    decode_usable_clip,
     describe_source,
     seeded_generator,
 )
@@ -39,12 +40,6 @@ from .data import (
 logger = logging.getLogger(__name__)
 
 CROP_MODES = ("start", "random")
-DECODE_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
-"""What decoding or feature extraction raises for a bad clip (soundfile, torchcodec, the extractor's checks)."""
-
-
-class UnusableClipError(ValueError):
-    """A clip that cannot be used for pre-training (raised only when the collator does not skip bad clips)."""
 
 
 def _split_item(item, position: int) -> tuple[object, tuple[int, int] | None, str, str | None]:
@@ -167,13 +162,7 @@ class SSLAMPretrainingCollator:
     def _clip_features(self, source, key: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
         """`(1, 1, max_length, num_mel_bins)` features of one clip and its key; raises `UnusableClipError` (or what
         decoding raises) for a clip that cannot be used."""
-        try:
-            waveform = decode_audio(source, self.feature_extractor.sampling_rate)
-        except DECODE_ERRORS as error:
-            raise UnusableClipError(f"cannot be decoded ({error})") from error
-        problem = clip_problem(waveform, self.max_abs_amplitude)
-        if problem is not None:
-            raise UnusableClipError(problem)
+        waveform = decode_usable_clip(source, self.feature_extractor.sampling_rate, self.max_abs_amplitude)
         key = key if key is not None else _content_key(waveform)
         features = self.feature_extractor(
             self._fit_length(waveform, key),

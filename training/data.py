@@ -15,8 +15,8 @@ Sources:
 - tar shards written by `sslam shard` (a folder with an `index.json`, or its URL), read by
   `training.shards.ShardedAudioStream`.
 
-[`clip_problem`] is the one check of a decoded clip's usability (empty, non-finite, far out of range), shared by the
-collator (which skips such clips) and the shard writer (which leaves them out).
+[`decode_usable_clip`] (decoding + [`clip_problem`]: undecodable, empty, non-finite, far out of range) is the one check
+of a clip's usability, shared by the collator (which skips such clips) and the shard writer (which leaves them out).
 """
 
 import os
@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+
+from sslam.modeling_sslam.audio_io import decode_audio
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 DATA_FORMATS = ("auto", "folder", "tsv", "list", "audiofolder", "hub", "shards")
@@ -39,6 +41,14 @@ MAX_ABS_AMPLITUDE = 10.0
 (e.g. int16 values stored as floats) and is not used for pre-training."""
 
 
+DECODE_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
+"""What decoding or feature extraction raises for a bad clip (soundfile, torchcodec, the extractor's checks)."""
+
+
+class UnusableClipError(ValueError):
+    """A clip that cannot be used for pre-training; the message says why."""
+
+
 def clip_problem(waveform: np.ndarray, max_abs_amplitude: float = MAX_ABS_AMPLITUDE) -> str | None:
     """Why a decoded `(num_samples,)` clip cannot be used for pre-training (empty, NaN/inf samples, peak above
     `max_abs_amplitude`), or None when it can."""
@@ -50,6 +60,19 @@ def clip_problem(waveform: np.ndarray, max_abs_amplitude: float = MAX_ABS_AMPLIT
     if peak > max_abs_amplitude:
         return f"peaks at {peak:.3g}, far outside [-1, 1] (float audio on the wrong scale?)"
     return None
+
+
+def decode_usable_clip(source, sampling_rate: int = 16000, max_abs_amplitude: float = MAX_ABS_AMPLITUDE) -> np.ndarray:
+    """`decode_audio(source, sampling_rate)` -> `(num_samples,)` float32, or an [`UnusableClipError`] saying why the
+    clip cannot be used (it cannot be decoded, or [`clip_problem`])."""
+    try:
+        waveform = decode_audio(source, sampling_rate)
+    except DECODE_ERRORS as error:
+        raise UnusableClipError(f"cannot be decoded ({error})") from error
+    problem = clip_problem(waveform, max_abs_amplitude)
+    if problem is not None:
+        raise UnusableClipError(problem)
+    return waveform
 
 
 def describe_source(source, position: int | None = None) -> str:
@@ -303,8 +326,11 @@ def build_pretraining_dataset(
 __all__ = [
     "AUDIO_EXTENSIONS",
     "DATA_FORMATS",
+    "DECODE_ERRORS",
     "MAX_ABS_AMPLITUDE",
+    "UnusableClipError",
     "clip_problem",
+    "decode_usable_clip",
     "describe_source",
     "EpochShuffleSampler",
     "PretrainingAudioDataset",

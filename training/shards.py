@@ -43,9 +43,14 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sslam.modeling_sslam.audio_io import decode_audio
-
-from .data import SHARD_INDEX_NAME, SHARD_ORDER_STREAM, SHARD_SHUFFLE_STREAM, clip_problem, describe_source
+from .data import (
+    SHARD_INDEX_NAME,
+    SHARD_ORDER_STREAM,
+    SHARD_SHUFFLE_STREAM,
+    UnusableClipError,
+    decode_usable_clip,
+    describe_source,
+)
 from .errors import NotEnoughDataError
 
 logger = logging.getLogger(__name__)
@@ -76,14 +81,11 @@ class EncodedClip:
 
 
 def encode_clip(source, name: str, audio_format: str = "flac") -> EncodedClip:
-    """Decodes any audio reference to 16 kHz mono (`decode_audio`), checks it ([`clip_problem`]) and encodes it."""
+    """Decodes any audio reference to 16 kHz mono and checks it ([`decode_usable_clip`]), then encodes it."""
     try:
-        waveform = decode_audio(source, SAMPLING_RATE)
-    except (OSError, ValueError, TypeError, RuntimeError) as error:
-        return EncodedClip(name, problem=f"cannot be decoded ({error})")
-    problem = clip_problem(waveform)
-    if problem is not None:
-        return EncodedClip(name, problem=problem)
+        waveform = decode_usable_clip(source, SAMPLING_RATE)
+    except UnusableClipError as problem:
+        return EncodedClip(name, problem=str(problem))
     peak = float(np.abs(waveform).max())
     if peak > 1.0 and audio_format == "flac":
         logger.warning("%s peaks at %.3g: samples beyond [-1, 1] are clipped in the FLAC shard.", name, peak)
@@ -209,7 +211,7 @@ def write_shards(
         audio_format: `"flac"` or `"ogg"` ([`AUDIO_FORMATS`]).
         num_workers: processes that decode and encode (0 = this process).
 
-    Clips that cannot be decoded or are unusable ([`clip_problem`]) are left out with a warning naming them and listed
+    Clips that cannot be decoded or are unusable ([`decode_usable_clip`]) are left out with a warning naming them and listed
     under `skipped` in the index. Returns the index.
     """
     jobs = ((source, describe_source(source, position), audio_format) for position, source in enumerate(sources))
