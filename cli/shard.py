@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sslam.cli.main import _positive_int
+from sslam.cli.inference import _positive_int
 
 EPILOG = """examples:
   sslam shard /data/audioset/wavs --output_dir /data/audioset/shards --clips_per_shard 1000 --num_workers 8

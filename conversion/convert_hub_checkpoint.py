@@ -41,6 +41,8 @@ from .fairseq_checkpoint import (
     HEAD_KEY_MAP,
     POSITIONS_KEY,
     CheckpointError,
+    build_config,
+    cfg_value,
     encoder_state_dict,
     fit_position_table,
     rename_keys,
@@ -73,7 +75,12 @@ def read_hub_config(input_dir: Path) -> dict:
     path = input_dir / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{input_dir} has no config.json.")
-    hub_config = json.loads(path.read_text())
+    try:
+        hub_config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}.") from error
+    if not isinstance(hub_config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(hub_config).__name__}.")
     if hub_config.get("model_type") != "eat":
         raise CheckpointError(
             f"{path} has model_type {hub_config.get('model_type')!r}; expected the remote-code EAT type 'eat'."
@@ -93,21 +100,24 @@ def is_classifier(hub_config: dict) -> bool:
 
 
 def config_from_hub_config(hub_config: dict) -> SSLAMConfig:
-    """`SSLAMConfig` from the remote-code EAT config (SPEC §2.7 field names)."""
-    hidden_size = hub_config.get("embed_dim", 768)
+    """`SSLAMConfig` from the remote-code EAT config (SPEC §2.7 field names); values of the wrong type or an
+    impossible architecture give a `CheckpointError`."""
+    hidden_size = cfg_value(hub_config, "embed_dim", "config.json", int, default=768)
     image_size = hub_config.get("img_size") or (1024, 128)
+    if not (isinstance(image_size, (list, tuple)) and len(image_size) == 2):
+        raise CheckpointError(f"config.json: img_size must be [frames, mel_bins], got {image_size!r}.")
     fields = dict(
         hidden_size=hidden_size,
         num_hidden_layers=hub_config.get("depth", 12),
         num_attention_heads=hub_config.get("num_heads", 12),
-        intermediate_size=int(hidden_size * hub_config.get("mlp_ratio", 4.0)),
+        intermediate_size=int(hidden_size * cfg_value(hub_config, "mlp_ratio", "config.json", (int, float), 4.0)),
         qkv_bias=hub_config.get("qkv_bias", True),
         layer_norm_eps=hub_config.get("norm_eps") or 1e-6,
         patch_size=hub_config.get("patch_size", 16),
         num_channels=hub_config.get("in_chans", 1),
         num_mel_bins=hub_config.get("mel_bins", 128),
         max_time_patches=hub_config.get("max_length", DEFAULT_MAX_TIME_PATCHES),
-        max_length=int(image_size[0]),
+        max_length=image_size[0],
         hidden_dropout_prob=hub_config.get("drop_rate", 0.0),
         attention_probs_dropout_prob=hub_config.get("attn_drop_rate", 0.0),
         activation_dropout=hub_config.get("activation_dropout", 0.0),
@@ -115,7 +125,7 @@ def config_from_hub_config(hub_config: dict) -> SSLAMConfig:
     )
     if is_classifier(hub_config):
         fields.update(num_labels=hub_config.get("num_classes", 527), problem_type="multi_label_classification")
-    return SSLAMConfig(**fields)
+    return build_config(fields, "config.json")
 
 
 def stored_label_names(hub_config: dict) -> list[str] | None:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,19 @@ from torch import nn
 
 import sslam.modeling_sslam  # noqa: F401  (registers the Auto classes, so save_pretrained writes auto_map + code files)
 from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
-from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
+from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel, non_finite_tensors
 from sslam.modeling_sslam.pretraining_sslam import PRETRAINING_SUBFOLDER
 from sslam.model_cards.generate import write_model_card
 
 from .fairseq_checkpoint import CheckpointError
 from .labels import LabelsError, label_maps, resolve_label_names
-from .verification import REFERENCE_TOLERANCE, VerificationError, run_zero_probe, verify_against_reference
+from .verification import (
+    REFERENCE_TOLERANCE,
+    VerificationError,
+    check_reference_file,
+    run_zero_probe,
+    verify_against_reference,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -76,6 +83,12 @@ def load_state_dict_strictly(module: nn.Module, state_dict: dict[str, torch.Tens
         problems.append(f"wrong shapes {mis_shaped}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    non_finite = non_finite_tensors(state_dict)
+    if non_finite:
+        raise CheckpointError(
+            f"{source} holds NaN or inf values in {len(non_finite)} tensor(s), so it was not converted (the model "
+            f"would output NaN): {', '.join(non_finite)}."
+        )
     module.load_state_dict(state_dict, strict=True)
 
 
@@ -206,11 +219,41 @@ def conversion_parser(module_doc: str, prog: str, source_flag: str, source_help:
     return parser
 
 
+def output_folder_problem(folder: str | Path) -> str | None:
+    """Why `folder` cannot be written as an output folder (an existing file, a file on its path, no permission), or
+    None. Nothing is created: a temporary file is made and removed in its nearest existing ancestor."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is an existing file, not a folder"
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} (on the path of {folder}) is a file"
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        return f"cannot write to {ancestor}: {error.strerror or error}"
+    return None
+
+
 def parse_conversion_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parses `argv` (None = `sys.argv[1:]`) and checks that the verification options come together."""
+    """Parses `argv` (None = `sys.argv[1:]`) and checks the options before any work: the verification options come
+    together and name readable files, and the dump folder can be written."""
     args = parser.parse_args(argv)
     if (args.verify_input is None) != (args.verify_reference is None):
         parser.error("--verify_input and --verify_reference must be given together.")
+    if args.verify_input is not None and not Path(args.verify_input).is_file():
+        parser.error(f"--verify_input {args.verify_input} does not exist.")
+    if args.verify_reference is not None:
+        try:
+            check_reference_file(args.verify_reference)
+        except VerificationError as error:
+            parser.error(f"--verify_reference: {error}")
+    problem = output_folder_problem(args.pytorch_dump_folder_path)
+    if problem is not None:
+        parser.error(f"--pytorch_dump_folder_path: {problem}.")
     return args
 
 
@@ -243,6 +286,7 @@ __all__ = [
     "conversion_parser",
     "hub_token",
     "load_state_dict_strictly",
+    "output_folder_problem",
     "parse_conversion_args",
     "push_folder",
     "run_conversion_cli",

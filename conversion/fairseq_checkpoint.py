@@ -2,19 +2,26 @@
 """Reading original fairseq SSLAM / EAT checkpoints without fairseq, and mapping their keys to the native layout.
 
 Checkpoints are read with `torch.load(..., weights_only=True)`: tensors, containers and primitive values, plus the few
-numpy / argparse types that only rebuild plain data (fairseq may store them in `extra_state` or `args`). A file that
-pickles anything else (code, arbitrary classes) is refused with an error before loading; nothing in it is executed.
+numpy / argparse types that only rebuild plain data (fairseq may store them in `extra_state` or `args`), each allowed
+by its exact name. A zip checkpoint (torch.save's format) whose pickle names any other global (code, arbitrary
+classes, a function of an allowed module, a name that does not exist) is refused before loading, from its opcodes
+alone; nothing in it is executed. A legacy (non-zip) file cannot be scanned beforehand: torch's weights-only loader
+reads it, and it is refused when that loader meets anything else.
 """
 
 import importlib
 import logging
 import pickle
+import pickletools
 import re
 import warnings
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
 from sslam.modeling_sslam.modeling_sslam import build_2d_sincos_position_table
@@ -59,8 +66,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be converted (unsafe, corrupt, or not an SSLAM/EAT checkpoint)."""
 
 
-# Globals that only rebuild plain data (numpy scalars/arrays/dtypes, argparse namespaces). fairseq may pickle them in
-# `extra_state` / `args`; they are allowed on top of torch's weights_only set. Everything else is refused.
+# numpy's per-dtype classes. A rebuilt `numpy.dtype` is an instance of one of them, and torch's weights-only loader
+# checks the class of every object it builds, so rebuilding numpy data needs these classes (and only these).
+NUMPY_DTYPE_CLASSES = (
+    "BoolDType", "ByteDType", "UByteDType", "ShortDType", "UShortDType", "IntDType", "UIntDType", "LongDType",
+    "ULongDType", "LongLongDType", "ULongLongDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType",
+    "Int32DType", "UInt32DType", "Int64DType", "UInt64DType", "Float16DType", "Float32DType", "Float64DType",
+    "LongDoubleDType", "Complex64DType", "Complex128DType", "CLongDoubleDType", "BytesDType", "StrDType",
+    "StringDType", "VoidDType", "ObjectDType", "DateTime64DType", "TimeDelta64DType",
+)  # fmt: skip
+# Globals that only rebuild plain data (numpy scalars/arrays/dtypes, argparse namespaces), by exact name. fairseq may
+# pickle them in `extra_state` / `args`; they are allowed on top of torch's weights_only set. Any other name, also one
+# from the same modules (e.g. the function `numpy.dtypes._add_dtype_helper`), is refused.
 DATA_ONLY_GLOBALS = frozenset(
     {
         "argparse.Namespace",
@@ -71,26 +88,26 @@ DATA_ONLY_GLOBALS = frozenset(
         "numpy.core.multiarray._reconstruct",
         "numpy._core.multiarray._reconstruct",
     }
+    | {f"numpy.dtypes.{name}" for name in NUMPY_DTYPE_CLASSES}
 )
-DATA_ONLY_GLOBAL_PREFIXES = ("numpy.dtypes.",)
-
-
-def _is_data_only(name: str) -> bool:
-    return name in DATA_ONLY_GLOBALS or name.startswith(DATA_ONLY_GLOBAL_PREFIXES)
 
 
 def _numpy_dtype_classes() -> list:
-    """numpy's per-dtype classes (`numpy.dtypes.Float64DType`, ...), which rebuilding numpy data also needs."""
+    """The classes of `NUMPY_DTYPE_CLASSES` that this numpy has."""
     import numpy.dtypes
 
-    return [value for name, value in vars(numpy.dtypes).items() if name.endswith("DType") and isinstance(value, type)]
+    return [getattr(numpy.dtypes, name) for name in NUMPY_DTYPE_CLASSES if hasattr(numpy.dtypes, name)]
 
 
-def _resolve_global(name: str):
+def _resolve_global(path: Path, name: str):
     module, _, attribute = name.rpartition(".")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 warns on numpy.core
-        return getattr(importlib.import_module(module), attribute)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 warns on numpy.core
+            return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        message = f"{path} needs {name}, which this environment lacks ({error}); it was not loaded."
+        raise CheckpointError(message) from error
 
 
 def _data_only_globals(path: Path) -> list:
@@ -104,14 +121,14 @@ def _data_only_globals(path: Path) -> list:
         return []
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(_unreadable_message(path, error)) from error
-    refused = sorted(name for name in names if not _is_data_only(name))
+    refused = sorted(name for name in names if name not in DATA_ONLY_GLOBALS)
     if refused:
         raise CheckpointError(
             f"{path} pickles code or objects that are not plain data ({', '.join(refused)}), so it was not loaded "
             "(nothing from it was run). Only tensors, containers, numbers, strings and numpy/argparse data are "
             "accepted."
         )
-    extras = [_resolve_global(name) for name in names]
+    extras = [_resolve_global(path, name) for name in names]
     if any(name.startswith("numpy.") for name in names):
         extras += _numpy_dtype_classes()
     return extras
@@ -123,14 +140,32 @@ def _unreadable_message(path: Path, error: Exception) -> str:
 
 
 def _unpickling_error_message(path: Path, error: Exception) -> str:
-    """A short message for a `weights_only` refusal: unsafe content, or bytes that are not a pickle at all."""
-    global_line = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), None)
+    """A short message for a `weights_only` refusal: unsafe content, a legacy pickle the loader does not accept, or
+    bytes that are not a pickle at all."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    global_line = next((line for line in lines if "unsupported global" in line.lower()), None)
     if global_line is not None:
         return (
             f"{path} pickles objects other than tensors and plain data, so it was not loaded (nothing from it was "
             f"run). {global_line}"
         )
+    if not zipfile.is_zipfile(path) and _starts_with_a_pickle(path):
+        detail = next((line for line in lines if line.startswith("Unsupported")), "content it cannot rebuild")
+        return (
+            f"{path} was refused because it cannot be checked: it is a legacy (non-zip) pickle, whose contents cannot "
+            f"be scanned before loading, and torch's weights-only loader stopped at what it does not accept "
+            f"({detail}). Nothing from it was run. Only torch.save's zip format can be checked."
+        )
     return f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not written by torch.save)."
+
+
+def _starts_with_a_pickle(path: Path) -> bool:
+    """Whether the file starts with a complete pickle, parsed opcode by opcode (nothing is run)."""
+    with path.open("rb") as handle:
+        try:
+            return any(opcode.name == "STOP" for opcode, _, _ in pickletools.genops(handle))
+        except Exception:  # any malformed opcode stream: not a pickle
+            return False
 
 
 def load_checkpoint_safely(path: str | Path) -> dict:
@@ -210,9 +245,46 @@ def encoder_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict, list[
     return split_fused_qkv(to_float32(renamed)), unmatched
 
 
+_REQUIRED = object()
+
+
+def cfg_section(parent: Mapping, key: str, where: str) -> Mapping:
+    """`parent[key]`, a section (dict) of a stored cfg; a `CheckpointError` naming `where.key` otherwise."""
+    value = parent.get(key)
+    if not isinstance(value, Mapping):
+        raise CheckpointError(f"the checkpoint's {where}.{key} must be a section (dict), got {value!r}.")
+    return value
+
+
+def cfg_value(section: Mapping, key: str, where: str, types: type | tuple[type, ...], default=_REQUIRED):
+    """`section[key]` checked to be an instance of `types` (a bool is not a number); a missing or None value gives
+    `default`, or a `CheckpointError` naming `where.key` when there is none."""
+    value = section.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise CheckpointError(f"the checkpoint's {where}.{key} is missing; the architecture needs it.")
+        return default
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        expected = " or ".join(kind.__name__ for kind in types)
+        raise CheckpointError(
+            f"the checkpoint's {where}.{key} must be {expected}, got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def build_config(fields: dict, source: str) -> SSLAMConfig:
+    """`SSLAMConfig(**fields)`; a config it refuses (wrong type, impossible shape) becomes a `CheckpointError`."""
+    try:
+        return SSLAMConfig(**fields)
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{source} describes an architecture SSLAMConfig refuses: {reason}") from error
+
+
 def detect_kind(checkpoint: dict) -> str:
     """`"classification"` for a fine-tuned `mae_image_classification` checkpoint, else `"pretraining"`."""
-    model_cfg = checkpoint["cfg"].get("model") or {}
+    model_cfg = cfg_section(checkpoint["cfg"], "model", "cfg")
     name = model_cfg.get("_name")
     if name == "mae_image_classification" or "pretrained_model_args" in model_cfg:
         return "classification"
@@ -229,27 +301,33 @@ def checkpoint_target_length(checkpoint: dict, image_cfg: dict) -> int:
 
 
 def config_from_fairseq_cfg(checkpoint: dict, kind: str) -> SSLAMConfig:
-    """Builds an `SSLAMConfig` from the cfg stored in the checkpoint (any size)."""
-    model_cfg = checkpoint["cfg"]["model"]
-    architecture = model_cfg["pretrained_model_args"]["model"] if kind == "classification" else model_cfg
-    image = architecture["modalities"]["image"]
+    """Builds an `SSLAMConfig` from the cfg stored in the checkpoint (any size); a cfg that lacks a field the
+    architecture needs, holds one of the wrong type or describes an impossible model gives a `CheckpointError`."""
+    model_cfg = cfg_section(checkpoint["cfg"], "model", "cfg")
+    if kind == "classification":
+        arguments = cfg_section(model_cfg, "pretrained_model_args", "cfg.model")
+        architecture = cfg_section(arguments, "model", "cfg.model.pretrained_model_args")
+        where = "cfg.model.pretrained_model_args.model"
+    else:
+        where, architecture = "cfg.model", model_cfg
+    image = cfg_section(cfg_section(architecture, "modalities", where), "image", f"{where}.modalities")
     decoder = image.get("decoder") or {}
     if architecture.get("layer_norm_first", False):
         raise CheckpointError("layer_norm_first=True (pre-norm) checkpoints are not SSLAM/EAT and are not supported.")
-    if image.get("embed_dim", architecture["embed_dim"]) != architecture["embed_dim"]:
+    embed_dim = cfg_value(architecture, "embed_dim", where, int)
+    if image.get("embed_dim", embed_dim) != embed_dim:
         raise CheckpointError("modality embed_dim differs from model embed_dim (extra projection); not supported.")
     if image.get("num_extra_tokens", 1) != 1 or image.get("prenet_depth", 0) != 0:
         raise CheckpointError("only checkpoints with one CLS token and no prenet blocks are supported.")
-    embed_dim = architecture["embed_dim"]
-    norm_eps = architecture.get("norm_eps") or 1e-6
+    image_where = f"{where}.modalities.image"
     fields = dict(
         hidden_size=embed_dim,
-        num_hidden_layers=architecture["depth"],
-        num_attention_heads=architecture["num_heads"],
-        intermediate_size=int(embed_dim * architecture["mlp_ratio"]),
-        layer_norm_eps=norm_eps,
-        patch_size=image["patch_size"],
-        num_channels=image["in_chans"],
+        num_hidden_layers=cfg_value(architecture, "depth", where, int),
+        num_attention_heads=cfg_value(architecture, "num_heads", where, int),
+        intermediate_size=int(embed_dim * cfg_value(architecture, "mlp_ratio", where, (int, float))),
+        layer_norm_eps=architecture.get("norm_eps") or 1e-6,
+        patch_size=cfg_value(image, "patch_size", image_where, int),
+        num_channels=cfg_value(image, "in_chans", image_where, int),
         max_time_patches=image.get("max_length", DEFAULT_MAX_TIME_PATCHES),
         max_length=checkpoint_target_length(checkpoint, image),
         decoder_hidden_size=decoder.get("decoder_dim", 768),
@@ -278,10 +356,10 @@ def config_from_fairseq_cfg(checkpoint: dict, kind: str) -> SSLAMConfig:
         fields.update(
             drop_path_rate=model_cfg.get("drop_path_rate", 0.0),
             pooling="cls" if model_cfg.get("prediction_mode", "CLS_TOKEN") == "CLS_TOKEN" else "mean",
-            num_labels=model_cfg["num_classes"],
+            num_labels=cfg_value(model_cfg, "num_classes", "cfg.model", int),
             problem_type="multi_label_classification",
         )
-    return SSLAMConfig(**fields)
+    return build_config(fields, "the checkpoint's cfg")
 
 
 def fit_position_table(table: torch.Tensor, config: SSLAMConfig) -> tuple[torch.Tensor, str | None]:
@@ -386,8 +464,12 @@ __all__ = [
     "DEFAULT_MAX_TIME_PATCHES",
     "HEAD_KEY_MAP",
     "POSITIONS_KEY",
+    "DATA_ONLY_GLOBALS",
     "CheckpointError",
     "NativeWeights",
+    "build_config",
+    "cfg_section",
+    "cfg_value",
     "checkpoint_target_length",
     "fit_position_table",
     "config_from_fairseq_cfg",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from sslam.modeling_sslam.audio_io import load_audio
@@ -110,6 +111,18 @@ def max_abs_errors(outputs: dict[str, torch.Tensor], reference: dict[str, torch.
     return errors
 
 
+def check_reference_file(path: str | Path) -> None:
+    """Raises a `VerificationError` unless `path` is a readable safetensors file (reads its header only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VerificationError(f"the reference {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise VerificationError(f"the reference {path} is not a safetensors file ({error}).") from error
+
+
 def verify_against_reference(
     model: SSLAMModel | SSLAMForAudioClassification,
     feature_extractor: SSLAMFeatureExtractor,
@@ -122,8 +135,12 @@ def verify_against_reference(
     Returns:
         the max abs error of each compared quantity. Raises a `VerificationError` if any exceeds `tolerance`.
     """
+    check_reference_file(reference_path)
     reference = load_file(str(reference_path))
-    input_values = load_probe_input(input_path, feature_extractor, reference_frames(reference, model.config))
+    try:
+        input_values = load_probe_input(input_path, feature_extractor, reference_frames(reference, model.config))
+    except (OSError, ValueError) as error:  # missing, unreadable or invalid audio / .npy
+        raise VerificationError(f"cannot read the probe input {input_path}: {error}") from error
     errors = max_abs_errors(model_outputs(model, input_values), reference)
     failed = {name: error for name, error in errors.items() if not error <= tolerance}
     if failed:
@@ -134,6 +151,7 @@ def verify_against_reference(
 __all__ = [
     "REFERENCE_TOLERANCE",
     "VerificationError",
+    "check_reference_file",
     "load_probe_input",
     "max_abs_errors",
     "model_outputs",

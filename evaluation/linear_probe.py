@@ -75,8 +75,9 @@ class EncoderFeatures:
                     sampling_rate=SAMPLING_RATE,
                     pooling=self.pooling,
                     batch_size=self.batch_size,
+                    clip_names=names,
                 )
-                for waveforms in iter_waveform_batches(dataset, self.batch_size)
+                for names, waveforms in iter_waveform_batches(dataset, self.batch_size)
             ]
         finally:
             encoder.train(was_training)
@@ -96,10 +97,11 @@ class LogMelStatistics:
 
     def __call__(self, dataset: Dataset) -> np.ndarray:
         features = []
-        for waveforms in iter_waveform_batches(dataset, self.batch_size):
+        for names, waveforms in iter_waveform_batches(dataset, self.batch_size):
             inputs = self.feature_extractor(
-                waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt"
-            )
+                waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt",
+                clip_names=names,
+            )  # fmt: skip
             fbank = inputs["input_values"].double()  # (B, T, F)
             mask = inputs["attention_mask"].bool().unsqueeze(-1)  # (B, T, 1)
             count = mask.sum(dim=1)
@@ -199,13 +201,15 @@ def score_linear_probe(probe: Pipeline, features: np.ndarray, targets: np.ndarra
     return multilabel_metrics(probe.predict_proba(features), targets)
 
 
-def iter_waveform_batches(dataset: Dataset, batch_size: int) -> Iterator[list[np.ndarray]]:
-    """Yield lists of at most ``batch_size`` mono 16 kHz float32 waveforms of the ``audio`` column, in order."""
+def iter_waveform_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Yield lists of at most ``batch_size`` mono 16 kHz float32 waveforms of the ``audio`` column, in order, with
+    their names in messages ("Clip i", i the row of the dataset)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     audio = dataset.select_columns(["audio"])
     for start in range(0, len(audio), batch_size):
-        yield [decode_audio(value, SAMPLING_RATE) for value in audio[start : start + batch_size]["audio"]]
+        waveforms = [decode_audio(value, SAMPLING_RATE) for value in audio[start : start + batch_size]["audio"]]
+        yield [f"Clip {start + index}" for index in range(len(waveforms))], waveforms
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -9,11 +9,23 @@ into a waveform (`decode_audio`: also `datasets` values and torchcodec decoders)
 
 import io
 import os
+import re
 from collections.abc import Mapping
 
 import numpy as np
 import soundfile
 import torch
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# libsndfile's log line for a WAV data chunk that the file does not hold completely: "data : 320000 (should be 19956)".
+_SHORT_DATA_CHUNK = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_UNKNOWN_CHUNK_SIZE = 0xFFFFFFFF  # what streaming writers put in the header when the length is not known
+# Compressed formats without an exact length in their header (e.g. MP3 without a Xing frame) get an estimated frame
+# count; a shortfall within this fraction of it is not reported as truncation.
+FRAME_COUNT_TOLERANCE = 0.01
 
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | io.IOBase
@@ -26,7 +38,9 @@ def load_audio(
 
     Decodes with soundfile (wav, flac, ogg, mp3, ...) and falls back to torchcodec for other formats. Samples are read
     as float64, averaged over channels and cast to float32, like the original SSLAM scripts; other rates are converted
-    with `torchaudio.functional.resample` (default arguments), see [`to_mono_16k`].
+    with `torchaudio.functional.resample` (default arguments), see [`to_mono_16k`]. A truncated file (its header
+    promises more audio than it holds, e.g. a partial download) decodes to the audio present, with a warning naming
+    it.
 
     Args:
         source: an audio file path, its encoded bytes, or a binary file-like object (e.g. `io.BytesIO`), read from
@@ -142,7 +156,12 @@ def _decode(source, name: str) -> tuple[np.ndarray, int]:
     """Decoded samples `(num_samples, channels)` as float64 and the audio's sampling rate."""
     start = None if isinstance(source, (str, os.PathLike)) else source.tell()
     try:
-        return soundfile.read(source, dtype="float64", always_2d=True)
+        with soundfile.SoundFile(source) as handle:
+            samples = handle.read(dtype="float64", always_2d=True)
+            truncation = _truncation(handle, samples.shape[0])
+            if truncation is not None:
+                logger.warning(f"Truncated {name}: {truncation}. Only the audio present is used.")
+            return samples, handle.samplerate
     except soundfile.SoundFileError as error:
         soundfile_error = error
     if start is not None:
@@ -155,6 +174,16 @@ def _decode(source, name: str) -> tuple[np.ndarray, int]:
             f"Could not decode {name}: it is corrupt or in an unsupported format "
             f"(soundfile: {soundfile_error}; torchcodec fallback: {torchcodec_error})."
         ) from error
+
+
+def _truncation(handle: soundfile.SoundFile, frames_read: int) -> str | None:
+    """How much less audio the file holds than its header promises (None if it holds all of it)."""
+    chunk = _SHORT_DATA_CHUNK.search(handle.extra_info)
+    if chunk is not None and int(chunk[2]) < int(chunk[1]) != _UNKNOWN_CHUNK_SIZE:
+        return f"its header promises {int(chunk[1])} bytes of audio, the file holds {int(chunk[2])}"
+    if frames_read < handle.frames * (1 - FRAME_COUNT_TOLERANCE):
+        return f"its header promises {handle.frames} frames, {frames_read} could be decoded"
+    return None
 
 
 def _decode_with_torchcodec(source) -> tuple[np.ndarray, int]:

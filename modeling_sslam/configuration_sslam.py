@@ -5,10 +5,12 @@ SSLAM shares its network with EAT / data2vec 2.0 for audio: a ViT over 16x16 pat
 spectrograms (time-major tokens, fixed 2-D sin-cos positions, a CLS token, a LayerNorm before post-norm blocks).
 """
 
+import math
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 
 LARGE_PRESET = dict(
@@ -26,6 +28,19 @@ LARGE_PRESET = dict(
 )
 """The fields [`SSLAMConfig.large`] changes from the base defaults: EAT-large shapes (D 1024, 24 blocks, 16 heads)
 and its pre-training settings. The one copy of the preset (`training.pretrain.MODEL_SIZES["large"]` uses it too)."""
+
+POSITIVE_SHAPE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "patch_size",
+    "num_mel_bins",
+    "num_channels",
+    "max_time_patches",
+    "max_length",
+)
+"""Architecture fields that must be positive integers (checked before the divisibility rules that use them)."""
 
 
 @strict
@@ -130,7 +145,16 @@ class SSLAMConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     def validate_architecture(self):
-        """Checks shapes that the network cannot work with."""
+        """Checks shapes and settings that the network cannot work with."""
+        for name in POSITIVE_SHAPE_FIELDS:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
+            raise ValueError(f"layer_norm_eps must be a positive finite number, got {self.layer_norm_eps}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"hidden_act {self.hidden_act!r} is not an activation transformers knows ({sorted(ACT2FN)})."
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "

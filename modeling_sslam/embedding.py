@@ -17,6 +17,7 @@ Example:
 ```
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,13 +29,18 @@ from .modeling_sslam import pool_tokens, token_attention_mask
 POOLINGS = ("cls", "mean", "frames")
 
 
-def _as_list(audio) -> list:
-    """One clip (1-D array/tensor) or a sequence of clips -> list of clips."""
-    if isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 1:
-        return [audio]
+DEFAULT_HOP_SECONDS = 5.0
+
+
+def _as_list(audio) -> tuple[list, list[str]]:
+    """One clip (an array or tensor, which the extractor reads as one clip whatever its shape, or a list of numbers)
+    or a sequence of clips -> the list of clips and their names in messages ("The audio", or "Clip i")."""
+    if isinstance(audio, (np.ndarray, torch.Tensor)):
+        return [audio], ["The audio"]
     if isinstance(audio, Sequence) and len(audio) > 0 and np.ndim(audio[0]) == 0:
-        return [np.asarray(audio, dtype=np.float32)]
-    return list(audio)
+        return [np.asarray(audio, dtype=np.float32)], ["The audio"]
+    clips = list(audio)
+    return clips, [f"Clip {index}" for index in range(len(clips))]
 
 
 def _convert(array: torch.Tensor, return_tensors: str):
@@ -54,6 +60,7 @@ def extract_embeddings(
     pooling: str = "cls",
     return_tensors: str = "np",
     batch_size: int = 8,
+    clip_names: Sequence[str] | None = None,
     **feature_kwargs,
 ):
     """Encodes clips and pools their tokens.
@@ -65,20 +72,30 @@ def extract_embeddings(
         pooling: `"cls"` -> `(B, D)`; `"mean"` -> `(B, D)` mean of the real patch tokens; `"frames"` -> a list of
             `(N_i, D)` patch-token arrays (time-major, `n = t * 8 + f`), padding removed.
         return_tensors: `"np"` or `"pt"`.
+        clip_names: one name per clip for errors and warnings (default "Clip i", the index in `audio`, not in the
+            internal batch; "The audio" for one clip).
         feature_kwargs: passed to the feature extractor, e.g. `padding="longest"` (each clip keeps its own length and
             batch padding is masked out) or `max_length=...`; by default clips are padded to the extractor's
             `max_length` and the padding is part of the input, as in the original feature scripts.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
-    clips = _as_list(audio)
+    clips, names = _as_list(audio)
     if not clips:
         raise ValueError("no audio given.")
+    if clip_names is not None:
+        names = [str(name) for name in clip_names]
+        if len(names) != len(clips):
+            raise ValueError(f"clip_names has {len(names)} name(s) for {len(clips)} clip(s).")
     device = next(model.parameters()).device
     results = []
     for start in range(0, len(clips), batch_size):
         features = feature_extractor(
-            clips[start : start + batch_size], sampling_rate=sampling_rate, return_tensors="pt", **feature_kwargs
+            clips[start : start + batch_size],
+            sampling_rate=sampling_rate,
+            return_tensors="pt",
+            clip_names=names[start : start + batch_size],
+            **feature_kwargs,
         )
         input_values = features["input_values"].to(device)
         attention_mask = features.get("attention_mask")
@@ -123,49 +140,177 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
+def window_frames(feature_extractor, window_seconds: float) -> int:
+    """Filter-bank frames of a window of `window_seconds`, rounded up to a multiple of the patch size."""
+    samples = int(round(window_seconds * feature_extractor.sampling_rate))
+    frames = feature_extractor.num_frames(samples)
+    return math.ceil(frames / feature_extractor.patch_size) * feature_extractor.patch_size
+
+
+def check_window(
+    feature_extractor, window_seconds: float, hop_seconds: float | None = None, max_frames: int | None = None
+) -> float:
+    """Checks a window length and hop (default: 5 s, or the window when shorter) and returns the hop.
+
+    Raises a `ValueError` for windows the model cannot embed: a non-finite or non-positive length or hop, a window
+    shorter than one patch, a hop longer than the window (audio between windows would be skipped), or a window longer
+    than `max_frames` (the model's position table)."""
+    if hop_seconds is None and isinstance(window_seconds, (int, float)):
+        hop_seconds = min(DEFAULT_HOP_SECONDS, window_seconds)
+    for name, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+    shortest = feature_extractor.min_num_samples / feature_extractor.sampling_rate
+    if window_seconds < shortest:
+        raise ValueError(
+            f"window_seconds={window_seconds:g} is shorter than one patch of {feature_extractor.patch_size} frames "
+            f"({shortest:.3f} s)."
+        )
+    if hop_seconds > window_seconds:
+        raise ValueError(
+            f"hop_seconds={hop_seconds:g} is longer than window_seconds={window_seconds:g}: the audio between the "
+            "windows would be skipped."
+        )
+    frames = window_frames(feature_extractor, window_seconds)
+    if max_frames is not None and frames > max_frames:
+        longest = (feature_extractor.frame_length + feature_extractor.frame_shift * (max_frames - 1)) / (
+            feature_extractor.sampling_rate
+        )
+        raise ValueError(
+            f"window_seconds={window_seconds:g} needs {frames} frames, more than the model's position table covers "
+            f"({max_frames} frames, {longest:.1f} s)."
+        )
+    return hop_seconds
+
+
+@dataclass
+class AudioWindows:
+    """Overlapping windows of one waveform, ready for the feature extractor.
+
+    chunks: the W windows (1-D, at the waveform's rate). starts / ends: `(W,)` in seconds. names: one name per window
+    for messages ("Window w (start-end s)", or "The audio" when it is one window). window_seconds, hop_seconds: the
+    window length and hop used. max_length: frames to featurise each window to when the window is longer
+    than the extractor's `max_length` (all of its frames, so no part is cut off); None: the extractor's own padding
+    (a window no longer than a training clip is padded like one).
+    """
+
+    chunks: list[np.ndarray]
+    starts: np.ndarray
+    ends: np.ndarray
+    names: list[str]
+    window_seconds: float
+    hop_seconds: float
+    max_length: int | None
+
+    def feature_kwargs(self) -> dict:
+        """Padding arguments of the feature extractor for these windows."""
+        return {} if self.max_length is None else {"padding": "max_length", "max_length": self.max_length}
+
+
+def split_into_windows(
+    feature_extractor,
+    waveform,
+    sampling_rate: int,
+    window_seconds: float,
+    hop_seconds: float | None = None,
+    name: str | None = None,
+    max_frames: int | None = None,
+) -> AudioWindows:
+    """Cuts a `(num_samples,)` waveform into windows of `window_seconds` every `hop_seconds` (default: 5 s, or the
+    window when shorter; the last window ends at the audio's end), checked with [`check_window`]. `name` (e.g. the
+    file) is added to each window's name."""
+    hop_seconds = check_window(feature_extractor, window_seconds, hop_seconds, max_frames)
+    waveform = np.asarray(waveform.numpy() if isinstance(waveform, torch.Tensor) else waveform)
+    if waveform.ndim != 1:
+        raise ValueError(f"expected one mono waveform (1-D), got shape {waveform.shape}.")
+    window = int(round(window_seconds * sampling_rate))
+    hop = int(round(hop_seconds * sampling_rate))
+    starts = window_starts(len(waveform), window, hop)
+    ends = [min(start + window, len(waveform)) for start in starts]
+    suffix = f" of {name}" if name else ""
+    names = [
+        f"Window {index} ({start / sampling_rate:.2f}-{end / sampling_rate:.2f} s){suffix}"
+        for index, (start, end) in enumerate(zip(starts, ends))
+    ]
+    if len(starts) == 1:
+        names = [name or "The audio"]
+    frames = window_frames(feature_extractor, window_seconds)
+    longer_than_a_clip = feature_extractor.max_length is not None and frames > feature_extractor.max_length
+    return AudioWindows(
+        chunks=[waveform[start:end] for start, end in zip(starts, ends)],
+        starts=np.asarray(starts, dtype=np.float64) / sampling_rate,
+        ends=np.asarray(ends, dtype=np.float64) / sampling_rate,
+        names=names,
+        window_seconds=window_seconds,
+        hop_seconds=hop_seconds,
+        max_length=frames if longer_than_a_clip else None,
+    )
+
+
+def max_model_frames(model) -> int | None:
+    """Frames the model's position table covers (None for a model without an SSLAM config)."""
+    config = getattr(model, "config", None)
+    if not all(hasattr(config, name) for name in ("max_time_patches", "patch_size")):
+        return None
+    return config.max_time_patches * config.patch_size
+
+
 def embed_long_audio(
     model,
     feature_extractor,
     waveform,
     sampling_rate: int,
     window_seconds: float = 10.0,
-    hop_seconds: float = 5.0,
+    hop_seconds: float | None = None,
     pooling: str = "cls",
     return_tensors: str = "np",
     batch_size: int = 8,
+    name: str | None = None,
 ) -> LongAudioEmbedding:
     """Embeds audio of any length in overlapping windows (10 s windows every 5 s by default, as the model was
     trained on 10 s clips) and averages the window embeddings.
 
-    Each window is featurised like a training clip (padded to the extractor's target length), so a clip no longer than
-    one window gives exactly `extract_embeddings(...)` of the whole clip. The waveform is cut at its own rate and each
-    window is resampled by the feature extractor when `sampling_rate` differs from 16 kHz.
+    A window no longer than the extractor's clip (`max_length` frames) is featurised like a training clip (padded to
+    that length), so a clip no longer than one window gives exactly `extract_embeddings(...)` of the whole clip; a
+    longer window is featurised at its own length (its frames rounded up to the patch size), so the model sees all of
+    it. The waveform is cut at its own rate and each window is resampled by the feature extractor when `sampling_rate`
+    differs from 16 kHz. Errors name the window and its time span (and `name`, e.g. the file, when given).
+
+    Args:
+        hop_seconds: window hop (default: 5 s, or the window when shorter); at most `window_seconds`.
     """
     if pooling == "frames":
         raise ValueError("embed_long_audio pools windows; use extract_embeddings(pooling='frames') per window instead.")
-    waveform = np.asarray(waveform.numpy() if isinstance(waveform, torch.Tensor) else waveform)
-    if waveform.ndim != 1:
-        raise ValueError(f"embed_long_audio expects one mono waveform (1-D), got shape {waveform.shape}.")
-    window = int(round(window_seconds * sampling_rate))
-    hop = int(round(hop_seconds * sampling_rate))
-    starts = window_starts(len(waveform), window, hop)
-    chunks = [waveform[start : start + window] for start in starts]
+    windows = split_into_windows(
+        feature_extractor, waveform, sampling_rate, window_seconds, hop_seconds, name, max_model_frames(model)
+    )
     extra = {"resample": True} if sampling_rate != feature_extractor.sampling_rate else {}
-    windows = extract_embeddings(
+    embeddings = extract_embeddings(
         model,
         feature_extractor,
-        chunks,
+        windows.chunks,
         sampling_rate=sampling_rate,
         pooling=pooling,
         return_tensors="pt",
         batch_size=batch_size,
+        clip_names=windows.names,
+        **windows.feature_kwargs(),
         **extra,
     )
     return LongAudioEmbedding(
-        windows=_convert(windows, return_tensors),
-        starts=np.asarray(starts, dtype=np.float64) / sampling_rate,
-        pooled=_convert(windows.mean(dim=0), return_tensors),
+        windows=_convert(embeddings, return_tensors),
+        starts=windows.starts,
+        pooled=_convert(embeddings.mean(dim=0), return_tensors),
     )
 
 
-__all__ = ["LongAudioEmbedding", "embed_long_audio", "extract_embeddings", "window_starts"]
+__all__ = [
+    "AudioWindows",
+    "LongAudioEmbedding",
+    "check_window",
+    "embed_long_audio",
+    "extract_embeddings",
+    "split_into_windows",
+    "window_frames",
+    "window_starts",
+]

@@ -15,6 +15,7 @@ import functools
 import importlib
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Number
 
@@ -43,6 +44,9 @@ FBANK_BACKENDS = ("auto", "torchaudio", "torch")
 # Frames per vectorised fbank call: keeps each intermediate (frames x 512 floats) around 4 MB, cache-sized. Stacking a
 # whole batch of 10 s clips at once was several times slower per clip on a 2-core CPU than chunks of this size.
 MAX_FRAMES_PER_CALL = 2048
+# Float audio is expected in [-1, 1]. Resampling and lossy decoding overshoot full scale a little; a clip whose samples
+# (mean removed) reach beyond this is almost surely on another scale (e.g. int16 values stored as floats) and is logged.
+MAX_EXPECTED_PEAK = 2.0
 
 
 
@@ -313,6 +317,7 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         average_channels: bool = False,
         add_channel_dim: bool = False,
         target_length=_UNSET,
+        clip_names: Sequence[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """
@@ -320,12 +325,14 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
 
         Args:
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]` or a list of those):
-                Float audio in [-1, 1]. A 1-D array or a list of numbers is one clip; a list of arrays is a batch; a
-                2-D array is a batch of equal-length clips, except that a `(samples, 1)` or `(1, samples)` array is
-                one mono clip (`soundfile.read(..., always_2d=True)` returns mono that way), and one with a dimension
-                of size 2 is ambiguous (stereo or two clips) and is read as a stereo clip only when
-                `average_channels=True`. Inside a list, a 2-D clip is multi-channel audio (`(channels, samples)` or
-                `(samples, channels)`).
+                Float audio in [-1, 1]. A 1-D array or a list of numbers is one clip; a list of arrays is a batch. A
+                2-D array, alone or inside a list, is always one clip: `(samples, 1)` or `(1, samples)` is mono
+                (`soundfile.read(..., always_2d=True)` returns mono that way), any other 2-D shape is multi-channel
+                audio (`(channels, samples)` or `(samples, channels)`, the channels on the shorter axis), averaged
+                with `average_channels=True` and refused otherwise. A batch is passed as a list (`list(array)` for
+                the rows of a 2-D array), so stereo is never read as two clips. Samples beyond
+                `MAX_EXPECTED_PEAK` (2.0) are logged as a warning (audio on another scale, e.g. int16); samples so
+                large that the filter bank overflows float32 raise.
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech`; strongly recommended, it is checked against `self.sampling_rate`.
             padding (`bool` or `str`, *optional*):
@@ -357,6 +364,9 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             target_length (`int` or `None`, *optional*):
                 The original recipe's argument: an int means `padding="max_length", max_length=target_length`; None
                 means `padding="longest"`.
+            clip_names (`Sequence[str]`, *optional*):
+                One name per clip, used in errors and warnings (default: "The audio" for one clip, "Clip i" in a
+                list), e.g. file names, or a helper's index of the caller's clip instead of its internal batch.
 
         Returns:
             [`BatchFeature`] with `input_values` of shape `(batch, frames, mel_bins)` (float32) and, if requested,
@@ -374,13 +384,16 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             return_attention_mask = plan.strategy == "longest" or self.return_attention_mask
         needs_resampling = self._check_sampling_rate(sampling_rate, resample)
 
-        clips = self._split_clips(raw_speech, average_channels)
+        names = _clip_names(raw_speech, clip_names)
+        clips = self._split_clips(raw_speech, names, average_channels)
         min_samples = self.frame_length if plan.strategy == "max_length" else self.min_num_samples
         clips = [
-            self._prepare_clip(clip, index, len(clips), sampling_rate if needs_resampling else None, min_samples)
-            for index, clip in enumerate(clips)
+            self._prepare_clip(clip, name, sampling_rate if needs_resampling else None, min_samples)
+            for clip, name in zip(clips, names)
         ]
+        _warn_about_loud_clips(clips, names)
         fbanks = self._compute_fbanks(clips)
+        _check_finite_fbanks(fbanks, clips, names)
         input_values, attention_mask = self._pad_and_stack(fbanks, plan)
         if isinstance(input_values, list) and return_tensors is not None:
             raise ValueError(
@@ -444,56 +457,37 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         _require_torchaudio("resample=True")
         return True
 
-    def _split_clips(self, raw_speech, average_channels: bool) -> list[torch.Tensor]:
-        """Split the accepted input layouts into a list of mono float32 clips."""
+    def _split_clips(self, raw_speech, names: list[str], average_channels: bool) -> list[torch.Tensor]:
+        """Split the accepted input layouts into a list of mono float32 clips, one per name."""
         if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
-            audio = _to_float_tensor(raw_speech, "The audio")
-            if audio.ndim == 1:
-                return [audio]
-            if audio.ndim == 2 and 1 in audio.shape:
-                return [audio.reshape(-1)]
-            if audio.ndim == 2 and 2 in audio.shape:
-                if not average_channels:
-                    raise ValueError(
-                        f"A 2-D input of shape {tuple(audio.shape)} is ambiguous: one stereo clip or a batch of "
-                        "mono clips. Pass `average_channels=True` to read it as one stereo clip averaged to mono, "
-                        "or pass a batch as a list of 1-D arrays."
-                    )
-                return [_average_channels(audio)]
-            if audio.ndim == 2:
-                return list(audio)
-            raise ValueError(
-                f"Expected a 1-D clip or a 2-D batch, got an input of shape {tuple(audio.shape)} "
-                f"({audio.ndim} dims)."
-            )
-        if not isinstance(raw_speech, (list, tuple)):
-            raise TypeError(f"Expected audio as an array, a tensor or a list, got {type(raw_speech).__name__}.")
-        if len(raw_speech) == 0:
-            raise ValueError("The audio is empty: got an empty list.")
+            return [self._to_mono(raw_speech, names[0], average_channels)]
         if isinstance(raw_speech[0], (Number, np.generic)):
-            return [_to_float_tensor(raw_speech, "The audio")]
-        return [self._to_mono(clip, f"Clip {index}", average_channels) for index, clip in enumerate(raw_speech)]
+            return [_to_float_tensor(raw_speech, names[0])]
+        return [self._to_mono(clip, name, average_channels) for clip, name in zip(raw_speech, names)]
 
     @staticmethod
     def _to_mono(clip, name: str, average_channels: bool) -> torch.Tensor:
-        """One batch element -> `(samples,)`; multi-channel clips are averaged only when allowed."""
+        """One clip -> `(samples,)`: 1-D as it is, 2-D with a size-1 axis as mono, other 2-D clips (multi-channel)
+        averaged only when allowed."""
         audio = _to_float_tensor(clip, name)
         if audio.ndim == 1:
             return audio
+        if audio.ndim == 2 and 1 in audio.shape:
+            return audio.reshape(-1)
         if audio.ndim == 2 and average_channels:
             return _average_channels(audio)
         if audio.ndim == 2:
             raise ValueError(
-                f"{name} has shape {tuple(audio.shape)}: multi-channel audio. SSLAM expects mono; pass "
-                "`average_channels=True` to average the channels."
+                f"{name} has shape {tuple(audio.shape)}: a 2-D array is one multi-channel clip ({min(audio.shape)} "
+                "channels) and SSLAM expects mono. Pass `average_channels=True` to average the channels, or pass a "
+                "batch of clips as a list of 1-D arrays (e.g. `list(array)`)."
             )
         raise ValueError(f"{name} has shape {tuple(audio.shape)}; expected 1-D mono audio.")
 
     def _prepare_clip(
-        self, audio: torch.Tensor, index: int, batch_size: int, resample_from: int | None, min_samples: int
+        self, audio: torch.Tensor, name: str, resample_from: int | None, min_samples: int
     ) -> torch.Tensor:
         """Validate a `(samples,)` clip, resample it if asked, and remove its mean."""
-        name = "The audio" if batch_size == 1 else f"Clip {index}"
         if audio.numel() == 0:
             raise ValueError(f"{name} is empty.")
         if not torch.isfinite(audio.sum()) and not torch.isfinite(audio).all():
@@ -574,6 +568,48 @@ class PaddingPlan:
     strategy: str
     truncate_to: int | None
     multiple: int
+
+
+def _clip_names(raw_speech, clip_names: Sequence[str] | None) -> list[str]:
+    """The name of each clip of `raw_speech` in messages: `clip_names`, else "The audio" (one array or one list of
+    numbers) or "Clip i" (the i-th element of a list of clips)."""
+    if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+        defaults = ["The audio"]
+    elif not isinstance(raw_speech, (list, tuple)):
+        raise TypeError(f"Expected audio as an array, a tensor or a list, got {type(raw_speech).__name__}.")
+    elif len(raw_speech) == 0:
+        raise ValueError("The audio is empty: got an empty list.")
+    elif isinstance(raw_speech[0], (Number, np.generic)):
+        defaults = ["The audio"]
+    else:
+        defaults = [f"Clip {index}" for index in range(len(raw_speech))]
+    if clip_names is None:
+        return defaults
+    names = [str(name) for name in clip_names]
+    if len(names) != len(defaults):
+        raise ValueError(f"clip_names has {len(names)} name(s) for {len(defaults)} clip(s).")
+    return names
+
+
+def _warn_about_loud_clips(clips: list[torch.Tensor], names: list[str]) -> None:
+    """Logs the clips whose (mean-removed) samples reach beyond `MAX_EXPECTED_PEAK`: audio on another scale."""
+    peaks = [float(clip.abs().max()) for clip in clips]
+    loud = [f"{name} (peak {peak:.4g})" for name, peak in zip(names, peaks) if peak > MAX_EXPECTED_PEAK]
+    if loud:
+        logger.warning(
+            f"{', '.join(loud)}: samples far outside [-1, 1]. SSLAM expects float audio in [-1, 1]; audio on the "
+            "int16 scale must be divided by 32768. The features of these clips do not match what the model learned."
+        )
+
+
+def _check_finite_fbanks(fbanks: list[torch.Tensor], clips: list[torch.Tensor], names: list[str]) -> None:
+    """Raises naming the first clip whose filter bank is not finite (finite samples so large that float32 overflows)."""
+    for fbank, clip, name in zip(fbanks, clips, names):
+        if not torch.isfinite(fbank).all():
+            raise ValueError(
+                f"{name} has samples up to {float(clip.abs().max()):.3g} in magnitude, which overflow the float32 "
+                "filter bank (inf/NaN features). SSLAM expects float audio in [-1, 1]: rescale the audio."
+            )
 
 
 def _apply(function, value):

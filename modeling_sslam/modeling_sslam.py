@@ -7,7 +7,7 @@ the patch tokens, a CLS token without position, a LayerNorm before the first blo
 LayerNorm. Written from the published description and checked against outputs of the original fairseq code.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +20,14 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sslam import SSLAMConfig
+
+
+logger = logging.get_logger(__name__)
 
 
 def build_2d_sincos_position_table(hidden_size: int, time_patches: int, freq_patches: int) -> torch.Tensor:
@@ -48,6 +52,18 @@ def build_2d_sincos_position_table(hidden_size: int, time_patches: int, freq_pat
     )
     table = torch.cat([encode(freq_index), encode(time_index)], dim=1)
     return table.unsqueeze(0)
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The floating tensors of `state_dict` that hold NaN or inf values, as "name (count of size values)"."""
+    problems = []
+    for name, tensor in state_dict.items():
+        if not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            problems.append(f"{name} ({bad} of {tensor.numel()} values)")
+    return problems
 
 
 def token_attention_mask(
@@ -326,6 +342,21 @@ class SSLAMPreTrainedModel(PreTrainedModel):
             )
             init.copy_(module.position_embeddings, table)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with a warning naming every loaded weight that holds NaN or inf values
+        (a diverged run or a corrupt file: such a model outputs NaN)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        problems = non_finite_tensors(model.state_dict())
+        if problems:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            logger.warning(
+                f"{len(problems)} weight tensor(s) loaded from {source} hold NaN or inf values, so the model's outputs "
+                f"will not be finite: {', '.join(problems)}."
+            )
+        return loaded
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also maps `AutoModel` to `SSLAMModel` in the saved `auto_map`, so `trust_remote_code=True` users can load
         the encoder of any saved SSLAM folder (transformers writes only the saved class's own entry)."""
@@ -519,6 +550,7 @@ __all__ = [
     "SSLAMPreTrainedModel",
     "build_2d_sincos_position_table",
     "classification_loss",
+    "non_finite_tensors",
     "pool_tokens",
     "token_attention_mask",
 ]

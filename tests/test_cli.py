@@ -130,12 +130,12 @@ def test_classify_json_scores_equal_the_model_in_process(model_dir, clips, class
         )
 
 
-def test_classify_refuses_an_encoder_folder(model_dir, clips, tmp_path):
+def test_classify_refuses_an_encoder_folder(model_dir, clips, tmp_path, capsys):
     config = json.loads((model_dir / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["SSLAMModel"]}))
     with pytest.raises(SystemExit) as exit_info:  # in-process: the error paths need no fresh interpreter
         sslam_main(["classify", str(clips[0]), "--model", str(tmp_path)])
-    assert "holds no classifier" in str(exit_info.value.code)
+    assert exit_info.value.code == 2 and "holds no classifier" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------------- embed
@@ -174,19 +174,6 @@ def test_embed_in_windows(model_dir, clips, classifier, tmp_path):
     for clip in clips:
         num_windows = len(window_starts(len(waveform_of(clip, extractor)), window_s * rate, hop_s * rate))
         assert np.load(tmp_path / f"{clip.stem}.cls.npy").shape == (num_windows, model.config.hidden_size)
-
-
-@pytest.mark.parametrize("command", ["embed", "classify"])
-@pytest.mark.parametrize("problem", ["missing", "corrupt"])
-def test_an_unreadable_file_exits_with_its_path(model_dir, clips, tmp_path, problem, command):
-    bad = tmp_path / f"{problem}.wav"
-    if problem == "corrupt":
-        bad.write_bytes(b"\0" * 4096)  # neither libsndfile nor FFmpeg decodes it
-    output = ["--output-dir", str(tmp_path)] if command == "embed" else []  # never write beside the reference clips
-    with pytest.raises(SystemExit) as exit_info:  # in-process; any other exception fails the test
-        sslam_main([command, str(clips[0]), str(bad), "--model", str(model_dir), *output])
-    message = exit_info.value.code  # a string: printed to stderr, exit status 1
-    assert isinstance(message, str) and message.startswith("error:") and str(bad) in message
 
 
 # -------------------------------------------------------------------------------------------------------------- help

@@ -1,9 +1,12 @@
 """Safety and error handling of the checkpoint converters, fp16 checkpoints, old positional tables, labels CSVs, the
 Hub push guard, and the remote-code (Hub EAT) migration."""
 
+import importlib
 import json
 import logging
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,8 @@ from sslam.conversion import export
 from sslam.conversion.convert_fairseq_checkpoint import convert_fairseq_checkpoint
 from sslam.conversion.convert_fairseq_checkpoint import main as convert_main
 from sslam.conversion.convert_hub_checkpoint import convert_hub_checkpoint
-from sslam.conversion.fairseq_checkpoint import CheckpointError, load_checkpoint_safely
+from sslam.conversion.convert_hub_checkpoint import main as convert_hub_main
+from sslam.conversion.fairseq_checkpoint import DATA_ONLY_GLOBALS, CheckpointError, load_checkpoint_safely
 from sslam.conversion.labels import LabelsError, read_labels_csv
 from sslam.modeling_sslam.feature_extraction_sslam import NORMALIZATION_STATS, SSLAMFeatureExtractor
 from sslam.modeling_sslam.modeling_sslam import SSLAMForAudioClassification, SSLAMModel
@@ -92,6 +96,73 @@ def test_plain_numpy_and_namespace_data_are_accepted(fixtures_dir, tmp_path):
     assert loaded["extra_state"]["best"] == 0.5
 
 
+class CallsGlobal:
+    """Unpickling this object calls `function("payload")`: the pickle names the function's module and name."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __reduce__(self):
+        return (self.function, ("payload",))
+
+
+def checkpoint_calling(monkeypatch, tmp_path: Path, global_name: str) -> list:
+    """A zip checkpoint whose pickle calls `global_name`. That global is replaced by a recorder while the test runs,
+    so a checkpoint whose call ran during loading leaves an entry in the returned list."""
+    module_name, _, attribute = global_name.rpartition(".")
+    calls = []
+
+    def recorder(*args, **kwargs):
+        calls.append(args)
+
+    recorder.__module__, recorder.__name__, recorder.__qualname__ = module_name, attribute, attribute
+    monkeypatch.setattr(importlib.import_module(module_name), attribute, recorder, raising=False)
+    torch.save({"model": {}, "cfg": {}, "payload": CallsGlobal(recorder)}, tmp_path / "calls.pt")
+    return calls
+
+
+ALLOWED_MODULES = sorted({name.rpartition(".")[0] for name in DATA_ONLY_GLOBALS})
+# A callable of every module the allow-list takes names from, none of them on it (classes included: numpy.memmap
+# opens files, argparse.ArgumentParser is not data).
+CALLABLES_OF_ALLOWED_MODULES = {
+    "argparse": ["argparse._get_action_name", "argparse.ArgumentParser"],
+    "numpy": ["numpy.save", "numpy.memmap"],
+    "numpy._core.multiarray": ["numpy._core.multiarray.frombuffer"],
+    "numpy.core.multiarray": ["numpy.core.multiarray.frombuffer"],
+    "numpy.dtypes": ["numpy.dtypes._add_dtype_helper"],
+}
+
+
+def test_the_callables_cover_every_module_of_the_allow_list():
+    assert sorted(CALLABLES_OF_ALLOWED_MODULES) == ALLOWED_MODULES
+
+
+@pytest.mark.parametrize("global_name", [name for names in CALLABLES_OF_ALLOWED_MODULES.values() for name in names])
+def test_a_callable_of_an_allowed_module_is_refused_before_it_runs(monkeypatch, tmp_path, global_name):
+    calls = checkpoint_calling(monkeypatch, tmp_path, global_name)
+    with pytest.raises(CheckpointError, match=rf"not plain data \({re.escape(global_name)}\).*nothing from it was run"):
+        load_checkpoint_safely(tmp_path / "calls.pt")
+    assert calls == []
+
+
+def test_a_missing_global_of_an_allowed_module_is_the_same_refusal(monkeypatch, tmp_path):
+    checkpoint_calling(monkeypatch, tmp_path, "numpy.dtypes.NoSuchThing")
+    monkeypatch.undo()  # the name no longer exists when the checkpoint is read
+    with pytest.raises(CheckpointError, match=r"not plain data \(numpy\.dtypes\.NoSuchThing\)"):
+        load_checkpoint_safely(tmp_path / "calls.pt")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_malicious_legacy_pickle_is_refused_because_it_cannot_be_checked(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "legacy.pt"
+    with path.open("wb") as handle:
+        pickle.dump({"model": {}, "cfg": {}, "payload": CreatesMarkerFile(marker)}, handle)
+    with pytest.raises(CheckpointError, match=r"refused because it cannot be checked: it is a legacy \(non-zip\)"):
+        load_checkpoint_safely(path)
+    assert not marker.exists()
+
+
 def test_random_bytes_are_a_clear_error(tmp_path):
     path = tmp_path / "random.pt"
     path.write_bytes(random.Random(0).randbytes(4096))
@@ -155,6 +226,85 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     with pytest.raises(SystemExit) as error:
         convert_main(["--checkpoint_path", str(tmp_path / "absent.pt"), "--pytorch_dump_folder_path", str(tmp_path)])
     assert str(error.value.code).startswith("error: checkpoint not found")
+
+
+@pytest.mark.parametrize("name, prefix", [(FINETUNED, "model."), (PRETRAINED, "")])
+def test_a_non_finite_weight_is_refused_naming_the_tensor(fixtures_dir, tmp_path, name, prefix):
+    checkpoint = load_fixture_checkpoint(fixtures_dir, name)
+    checkpoint["model"][f"{prefix}blocks.0.mlp.fc1.weight"][0, :3] = torch.tensor([np.nan, np.inf, -np.inf])
+    match = r"NaN or inf values in 1 tensor\(s\).*encoder\.layer\.0\.mlp\.fc1\.weight \(3 of"
+    with pytest.raises(CheckpointError, match=match):
+        convert_fairseq_checkpoint(save_checkpoint(checkpoint, tmp_path / "nan.pt"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def delete_embed_dim(architecture: dict) -> None:
+    del architecture["embed_dim"]
+
+
+@pytest.mark.parametrize("name", [FINETUNED, PRETRAINED])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (delete_embed_dim, r"model\.embed_dim is missing; the architecture needs it"),
+        (lambda cfg: cfg.update(modalities=None), r"model\.modalities must be a section \(dict\), got None"),
+        (lambda cfg: cfg.update(mlp_ratio="4"), r"model\.mlp_ratio must be int or float, got '4' \(str\)"),
+        (lambda cfg: cfg.update(num_heads=3), r"refuses: ValueError: hidden_size \(\d+\) must be divisible by .*\(3\)"),
+        (lambda cfg: cfg.update(depth="2"), r"model\.depth must be int, got '2'"),
+    ],
+    ids=["no-embed_dim", "modalities-None", "mlp_ratio-str", "num_heads-3", "depth-str"],
+)  # fmt: skip
+def test_an_invalid_stored_cfg_is_a_clear_error(fixtures_dir, tmp_path, name, edit, match):
+    checkpoint = load_fixture_checkpoint(fixtures_dir, name)
+    model_cfg = checkpoint["cfg"]["model"]
+    edit(model_cfg["pretrained_model_args"]["model"] if name == FINETUNED else model_cfg)
+    with pytest.raises(CheckpointError, match=match):
+        convert_fairseq_checkpoint(save_checkpoint(checkpoint, tmp_path / "cfg.pt"), tmp_path / "out")
+
+
+def run_converter(capsys, argv: list) -> tuple[int, str]:
+    """Runs the fairseq converter's CLI in-process: its exit status and the last line it wrote to stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([str(arg) for arg in argv])
+    code = exit_info.value.code
+    lines = capsys.readouterr().err.strip().splitlines() + ([code] if isinstance(code, str) else [])
+    return (1 if isinstance(code, str) else code), lines[-1]
+
+
+def test_cli_refuses_an_invalid_cfg_in_one_line(fixtures_dir, tmp_path, capsys):
+    checkpoint = load_fixture_checkpoint(fixtures_dir, PRETRAINED)
+    checkpoint["cfg"]["model"]["num_heads"] = 3
+    path = save_checkpoint(checkpoint, tmp_path / "heads.pt")
+    code, line = run_converter(capsys, ["--checkpoint_path", path, "--pytorch_dump_folder_path", tmp_path / "out"])
+    assert code == 1 and re.fullmatch(r"error: .* must be divisible by num_attention_heads \(3\)\.", line)
+
+
+@pytest.mark.parametrize("problem", ["not-safetensors", "missing"])
+def test_cli_checks_the_verify_reference_before_converting(fixtures_dir, tmp_path, capsys, problem):
+    reference_path = tmp_path / "reference.safetensors"
+    if problem == "not-safetensors":
+        reference_path.write_text("not safetensors")
+    argv = ["--checkpoint_path", fixtures_dir / "checkpoints" / FINETUNED, "--pytorch_dump_folder_path",
+            tmp_path / "out", "--verify_input", next((fixtures_dir / "audio").glob("*.wav")),
+            "--verify_reference", reference_path]  # fmt: skip
+    code, line = run_converter(capsys, argv)
+    expected = "is not a safetensors file" if problem == "not-safetensors" else "does not exist"
+    assert code == 2 and line.startswith("python -m sslam.conversion.convert_fairseq_checkpoint: error:")
+    assert "error: --verify_reference" in line
+    assert expected in line and str(reference_path) in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("problem", ["existing-file", "file-on-the-path"])
+def test_cli_refuses_a_dump_path_it_cannot_write_before_converting(fixtures_dir, tmp_path, capsys, problem):
+    existing = tmp_path / "model.bin"
+    existing.write_text("keep me")
+    dump = existing if problem == "existing-file" else existing / "out"
+    argv = ["--checkpoint_path", fixtures_dir / "checkpoints" / FINETUNED, "--pytorch_dump_folder_path", dump]
+    code, line = run_converter(capsys, argv)
+    expected = "is an existing file, not a folder" if problem == "existing-file" else f"{existing} (on the path of"
+    assert code == 2 and "error: --pytorch_dump_folder_path" in line and expected in line
+    assert existing.read_text() == "keep me"
 
 
 # --- precision and positional tables ----------------------------------------------------------------------------------
@@ -393,3 +543,23 @@ def test_hub_folder_of_another_model_type_is_refused(fixtures_dir, tmp_path):
     (hub_folder / "config.json").write_text(json.dumps({**config, "model_type": "vit"}))
     with pytest.raises(CheckpointError, match="model_type 'vit'"):
         convert_hub_checkpoint(hub_folder, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "config_text, match",
+    [
+        ('{"model_type": "eat", "embed_dim": 768,', r"config\.json is not valid JSON"),
+        ("[1, 2]", r"config\.json must hold a JSON object, got list"),
+        ('{"model_type": "eat", "mlp_ratio": "4"}', r"config\.json\.mlp_ratio must be int or float, got '4'"),
+        ('{"model_type": "eat", "num_heads": 5}', r"config\.json describes an architecture SSLAMConfig refuses.*by"),
+    ],
+    ids=["truncated-json", "not-an-object", "mlp_ratio-str", "num_heads-5"],
+)
+def test_hub_folder_with_an_invalid_config_is_a_clear_error(fixtures_dir, tmp_path, config_text, match, capsys):
+    hub_folder = write_hub_folder(fixtures_dir, tmp_path / "hub", FINETUNED)
+    (hub_folder / "config.json").write_text(config_text)
+    with pytest.raises(CheckpointError, match=match):
+        convert_hub_checkpoint(hub_folder, tmp_path / "out")
+    with pytest.raises(SystemExit) as exit_info:  # `sslam convert-hub`: one line, exit status 1
+        convert_hub_main(["--input_dir", str(hub_folder), "--pytorch_dump_folder_path", str(tmp_path / "out")])
+    assert re.match(rf"error: .*{match}", exit_info.value.code) and "\n" not in exit_info.value.code

@@ -254,6 +254,19 @@ def test_embedding_cache_is_keyed_and_persisted(tmp_path, tone_splits, extractor
     np.testing.assert_array_equal(reloaded, features)
 
 
+@pytest.mark.parametrize("source", ["encoder", "logmel"])
+def test_feature_errors_name_the_dataset_row(extractor, tiny_encoder, source):
+    """Features are computed in batches of 8: a NaN clip in row 10 is "Clip 10", not its index in its batch."""
+    waveforms, labels = tone_data(12, seed=3)
+    waveforms[10] = waveforms[10].copy()
+    waveforms[10][100] = np.nan
+    dataset = dio.from_waveforms(waveforms, labels, CLASS_NAMES[:3])
+    features = EncoderFeatures(tiny_encoder, extractor, batch_size=8) if source == "encoder" else LogMelStatistics(
+        extractor, batch_size=8)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^Clip 10 contains NaN"):
+        features(dataset)
+
+
 def test_probe_rejects_mismatched_targets(extractor):
     waveforms, labels = tone_data(12, seed=2)
     single = dio.from_waveforms(waveforms, labels, CLASS_NAMES[:3])

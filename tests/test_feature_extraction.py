@@ -195,14 +195,32 @@ def test_chunked_torch_batches_match_one_call(monkeypatch):
     np.testing.assert_allclose(chunked, one_call, rtol=0, atol=1e-6)
 
 
-def test_two_dimensional_array_is_a_batch():
-    clips = np.stack([noise(16000, 0), noise(16000, 1), noise(16000, 2)])
+@pytest.mark.parametrize("rows", [2, 3, 5])
+def test_two_dimensional_array_is_one_clip_never_a_batch(rows):
+    """Every 2-D shape is read the same way (one clip, channels on the short axis): (2, N), (3, N) and (5, N) are all
+    refused without average_channels, and averaged with it; a batch is a list."""
+    clips = np.stack([noise(16000, seed) for seed in range(rows)])
     extractor = SSLAMFeatureExtractor(target_length=None)
 
-    batch = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
-    as_list = extractor(list(clips), sampling_rate=SAMPLING_RATE)["input_values"]
+    with pytest.raises(ValueError, match=rf"shape \({rows}, 16000\): a 2-D array is one multi-channel clip"):
+        extractor(clips, sampling_rate=SAMPLING_RATE)
+    averaged = extractor(clips, sampling_rate=SAMPLING_RATE, average_channels=True)["input_values"]
+    mono = extractor(clips.mean(axis=0), sampling_rate=SAMPLING_RATE)["input_values"]
+    batch = extractor(list(clips), sampling_rate=SAMPLING_RATE)["input_values"]
 
-    np.testing.assert_array_equal(batch, as_list)
+    np.testing.assert_allclose(averaged, mono, rtol=0, atol=1e-6)
+    assert averaged.shape[0] == 1 and batch.shape[0] == rows
+
+
+@pytest.mark.parametrize("layout", ["(N, 1)", "(1, N)", "[(N, 1)]", "[(1, N)]"])
+def test_a_size_one_axis_is_one_mono_clip(layout):
+    clip = noise(16000)
+    audio = {"(N, 1)": clip[:, None], "(1, N)": clip[None], "[(N, 1)]": [clip[:, None]], "[(1, N)]": [clip[None]]}
+    extractor = SSLAMFeatureExtractor(target_length=None)
+
+    output = extractor(audio[layout], sampling_rate=SAMPLING_RATE)["input_values"]
+
+    np.testing.assert_array_equal(output, extractor(clip, sampling_rate=SAMPLING_RATE)["input_values"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -383,9 +401,10 @@ _STEREO = np.stack([_CLIP, _CLIP])
         (_CLIP[:399], {}, r"too short: 399 samples.*at least 400 samples.*one 25 ms frame"),
         ([_STEREO], {}, r"shape \(2, 16000\).*multi-channel.*average_channels=True"),
         ([_STEREO.T], {}, r"shape \(16000, 2\).*average_channels=True"),
-        (_STEREO, {}, r"shape \(2, 16000\) is ambiguous.*average_channels=True"),
-        (_STEREO.T, {}, r"shape \(16000, 2\) is ambiguous"),
-        (np.zeros((2, 3, 16000), np.float32), {}, r"shape \(2, 3, 16000\) \(3 dims\)"),
+        (_STEREO, {}, r"shape \(2, 16000\): a 2-D array is one multi-channel clip.*average_channels=True.*list"),
+        (_STEREO.T, {}, r"shape \(16000, 2\): a 2-D array is one multi-channel clip \(2 channels\)"),
+        (np.stack([_CLIP] * 3), {}, r"shape \(3, 16000\): a 2-D array is one multi-channel clip \(3 channels\)"),
+        (np.zeros((2, 3, 16000), np.float32), {}, r"The audio has shape \(2, 3, 16000\); expected 1-D"),
         ([np.zeros((2, 3, 16000), np.float32)], {}, r"shape \(2, 3, 16000\); expected 1-D"),
         (_CLIP > 0, {}, "unsupported dtype bool"),
         (_CLIP.astype(np.complex64), {}, "unsupported dtype complex64"),
@@ -395,8 +414,8 @@ _STEREO = np.stack([_CLIP, _CLIP])
     ],
     ids=[
         "wrong-rate", "int16", "int32-in-list", "torch-int16", "nan", "inf-in-batch", "empty-array", "empty-list",
-        "empty-in-batch", "too-short", "too-short-fixed", "stereo-in-list", "stereo-last-in-list", "ambiguous-2d", "ambiguous-2d-t",
-        "3d", "3d-in-list", "bool", "complex", "object", "zero-target", "float-target",
+        "empty-in-batch", "too-short", "too-short-fixed", "stereo-in-list", "stereo-last-in-list", "stereo-2d",
+        "stereo-2d-t", "three-rows-2d", "3d", "3d-in-list", "bool", "complex", "object", "zero-target", "float-target",
     ],
 )  # fmt: skip
 def test_invalid_input_raises(audio, kwargs, match):
@@ -440,6 +459,48 @@ def test_missing_sampling_rate_warns():
     with CaptureLogger(feature_extraction_sslam.logger) as captured:
         extractor(_CLIP, sampling_rate=SAMPLING_RATE)
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e18, 1e30])
+def test_finite_audio_that_overflows_the_filter_bank_raises_naming_the_clip(backend, scale):
+    extractor = SSLAMFeatureExtractor(fbank_backend=backend)
+    with pytest.raises(ValueError, match=r"Clip 1 has samples up to .*e\+\d+ in magnitude, which overflow"):
+        extractor([_CLIP, _CLIP * scale], sampling_rate=SAMPLING_RATE)
+
+
+def test_audio_on_another_scale_is_logged_naming_the_clip():
+    extractor = SSLAMFeatureExtractor()
+    with CaptureLogger(feature_extraction_sslam.logger) as captured:
+        output = extractor([_CLIP, _CLIP * 1000, _CLIP * 32768], sampling_rate=SAMPLING_RATE)["input_values"]
+    assert re.search(r"Clip 1 \(peak 50\d\.\d\), Clip 2 \(peak 1\.6\d+e\+04\): samples far outside", captured.out)
+    assert "Clip 0" not in captured.out and "32768" in captured.out
+    assert np.isfinite(output).all()  # still computed: suspicious, but usable
+    with CaptureLogger(feature_extraction_sslam.logger) as captured:
+        extractor(_CLIP * 3.5, sampling_rate=SAMPLING_RATE)  # peak 1.75 (decoding overshoot): no warning
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "audio, match",
+    [([_CLIP, _NAN_CLIP], "b.wav contains NaN"), ([_CLIP, _CLIP[:100]], "b.wav is too short"),
+     ([_STEREO, _CLIP], r"a.wav has shape \(2, 16000\)")],
+)  # fmt: skip
+def test_clip_names_name_the_clips_in_errors(audio, match):
+    extractor = SSLAMFeatureExtractor()
+    with pytest.raises(ValueError, match=match):
+        extractor(audio, sampling_rate=SAMPLING_RATE, clip_names=["a.wav", "b.wav"])
+    with pytest.raises(ValueError, match="clip_names has 1 name"):
+        extractor([_CLIP, _CLIP], sampling_rate=SAMPLING_RATE, clip_names=["a.wav"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("mean", float("nan")), ("std", float("inf")), ("std", -1.0)])
+def test_invalid_normalisation_in_a_saved_config_is_refused_on_load(tmp_path, field, value):
+    SSLAMFeatureExtractor().save_pretrained(tmp_path)
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))  # json writes NaN / Infinity
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        SSLAMFeatureExtractor.from_pretrained(tmp_path)
 
 
 # --- audio_io --------------------------------------------------------------------------------------------------
@@ -529,3 +590,20 @@ def test_load_audio_reports_missing_files(tmp_path):
     missing = tmp_path / "missing.wav"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         load_audio(missing)
+
+
+@pytest.mark.parametrize("source", ["path", "bytes"])
+def test_load_audio_warns_about_a_truncated_wav_naming_it(tmp_path, source):
+    """The header of a 10 s PCM_16 WAV promises 320 kB; only the first 20 kB are present (a partial download)."""
+    full = tmp_path / "full.wav"
+    soundfile.write(full, noise(160000), SAMPLING_RATE, subtype="PCM_16")
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(full.read_bytes()[:20000])
+    with CaptureLogger(audio_io.logger) as captured:
+        waveform = load_audio(truncated if source == "path" else truncated.read_bytes())
+    name = f"audio file {truncated}" if source == "path" else "audio bytes"
+    assert f"Truncated {name}: its header promises 320000 bytes of audio, the file holds 19956" in captured.out
+    assert waveform.shape == (19956 // 2,)  # the audio present
+    with CaptureLogger(audio_io.logger) as captured:
+        load_audio(full)
+    assert captured.out == ""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -120,11 +120,45 @@ def test_large_preset_shapes():
         ({"hidden_size": 66, "num_attention_heads": 6}, "multiple of 4"),
         ({"mask_prob": 1.5}, "mask_prob"),
         ({"pooling": "max"}, "pooling"),
+        ({"layer_norm_eps": -1.0}, "layer_norm_eps must be a positive finite number, got -1.0"),
+        ({"layer_norm_eps": float("nan")}, "layer_norm_eps must be a positive finite number, got nan"),
+        ({"patch_size": 0}, "patch_size must be a positive integer, got 0"),
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),
+        ({"hidden_act": "bogus"}, "hidden_act 'bogus' is not an activation transformers knows"),
     ],
 )
 def test_config_rejects_impossible_settings(fields, message):
     with pytest.raises((ValueError, StrictDataclassError), match=message):
         SSLAMConfig(**fields)
+
+
+def test_a_saved_config_with_an_unknown_activation_is_refused_on_load(classifier_dir, tmp_path):
+    config = json.loads((classifier_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "bogus"}))
+    with pytest.raises(StrictDataclassError, match="hidden_act 'bogus' is not an activation"):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("model_class", [SSLAMForAudioClassification, SSLAMModel, AutoModel])
+def test_loading_non_finite_weights_warns_naming_the_tensors(classifier_dir, tmp_path, model_class, caplog):
+    shutil.copytree(classifier_dir, tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    weights["sslam.encoder.layer.0.mlp.fc1.weight"][0, :2] = torch.tensor([float("nan"), float("inf")])
+    weights["classifier.bias"][3] = -float("inf")
+    save_file(weights, tmp_path / "model" / "model.safetensors", metadata={"format": "pt"})
+
+    with caplog.at_level("WARNING"):
+        model_class.from_pretrained(tmp_path / "model")
+
+    expected = ["encoder.layer.0.mlp.fc1.weight (2 of"]
+    if model_class is SSLAMForAudioClassification:
+        expected.append("classifier.bias (1 of")
+    assert f"{len(expected)} weight tensor(s) loaded from {tmp_path / 'model'} hold NaN or inf values" in caplog.text
+    assert all(name in caplog.text for name in expected)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model_class.from_pretrained(classifier_dir)
+    assert "NaN or inf" not in caplog.text
 
 
 # --- saving, loading, Auto classes, remote code -----------------------------------------------------------------------

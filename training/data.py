@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from sslam.modeling_sslam.audio_io import decode_audio
+from sslam.modeling_sslam.feature_extraction_sslam import MAX_EXPECTED_PEAK
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
 DATA_FORMATS = ("auto", "folder", "tsv", "list", "audiofolder", "hub", "shards")
@@ -36,9 +37,10 @@ SHARD_INDEX_NAME = "index.json"
 # Independent random streams derived from the run seed.
 ORDER_STREAM, MASK_STREAM, WINDOW_STREAM, CROP_STREAM, SHARD_ORDER_STREAM, SHARD_SHUFFLE_STREAM = 0, 1, 2, 3, 4, 5
 
-MAX_ABS_AMPLITUDE = 10.0
-"""Float audio is in [-1, 1] (resampling may overshoot a little); a clip peaking above this is on the wrong scale
-(e.g. int16 values stored as floats) and is not used for pre-training."""
+MAX_ABS_AMPLITUDE = MAX_EXPECTED_PEAK
+"""Float audio is in [-1, 1] (resampling and lossy decoding overshoot a little); a clip peaking above the feature
+extractor's `MAX_EXPECTED_PEAK` is on another scale (e.g. int16 values stored as floats) and is not used for
+pre-training."""
 
 
 DECODE_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
