@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, shard, pretrain, evaluate, convert, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -14,6 +14,7 @@ EPILOG = """examples:
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
   sslam demo --quick"""
 DELEGATED = {
+    "shard": "write a pre-training corpus as tar shards for streaming (python -m sslam.cli.shard)",
     "pretrain": "Stage 1 / Stage 2 pre-training (same options as python -m sslam.training.pretrain)",
     "evaluate": "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)",
     "convert": "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)",
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def delegate(command: str, argv: list[str]) -> None:
     """Runs the module behind a command with the remaining arguments."""
-    if command == "pretrain":
+    if command == "shard":
+        from sslam.cli.shard import main
+    elif command == "pretrain":
         from sslam.training.pretrain import main
     elif command == "evaluate":
         from sslam.evaluation.run import main
