@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, detect, pretrain, evaluate, convert, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -7,16 +7,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from sslam.cli.detect import add_detect_parser, check_detect_arguments, run_detect
+
 EPILOGS = {
     "sslam": """examples:
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
   sslam embed clip.wav --model converted/sslam-base --pooling mean
+  sslam detect soundscape.flac --model outputs/demo/detection/sslam --output events.tsv
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
   sslam demo --quick""",
     "embed": """examples:
   sslam embed clip.wav --model converted/sslam-base                     # CLS embedding -> clip.cls.npy
   sslam embed a.flac b.mp3 --model DIR --pooling mean --output emb.safetensors
   sslam embed long.ogg --model DIR --pooling frames --output-dir feats/  # (N, D) patch tokens per file
+  sslam embed long.ogg --model DIR --pooling time                       # 160 ms rows + times -> long.time.npz
   sslam embed long.wav --model DIR --window 10 --hop 5                  # windowed, for audio of any length""",
     "classify": """examples:
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
@@ -36,13 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("audio", nargs="+", help="audio files (wav/flac/ogg/mp3; any rate; channels are averaged)")
     embed.add_argument("--model", required=True, help="a saved SSLAM model folder")
-    embed.add_argument("--pooling", choices=["cls", "mean", "frames"], default="cls")
-    embed.add_argument("--output", help="one .npy or .safetensors file for all clips (cls/mean pooling)")
+    embed.add_argument("--pooling", choices=["cls", "mean", "frames", "time"], default="cls",
+                       help="time: one feature per 160 ms time row with its centre time, any length (.npz per file)")
+    embed.add_argument("--frequency_pooling", "--frequency-pooling", choices=["concat", "mean"], default="concat",
+                       help="with --pooling time: concatenate (8 x D) or average (D) each row's frequency patches")
+    embed.add_argument("--output", help="one .npy or .safetensors file for all clips (cls/mean pooling; "
+                       ".safetensors for time pooling)")
     embed.add_argument(
         "--output_dir", "--output-dir", help="folder for one <name>.<pooling>.npy file per clip (default: beside it)"
     )
-    embed.add_argument("--window", type=float, help="embed in windows of this many seconds (long audio)")
-    embed.add_argument("--hop", type=float, default=5.0, help="window hop in seconds (with --window)")
+    embed.add_argument("--window", type=float, help="embed in windows of this many seconds (long audio; with "
+                       "--pooling time: the window length, default the model's clip length)")
+    embed.add_argument("--hop", type=float, help="window hop in seconds (default 5 with --window; half a window "
+                       "with --pooling time)")
     embed.add_argument("--device", default="cpu")
 
     classify = commands.add_parser(
@@ -64,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("args", nargs=argparse.REMAINDER)
+    add_detect_parser(commands)
     return parser
 
 
@@ -95,7 +106,7 @@ def run_embed(args) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from sslam.modeling_sslam.embedding import embed_long_audio, extract_embeddings
+    from sslam.modeling_sslam.embedding import embed_long_audio, embed_time_frames, extract_embeddings
 
     if args.output:
         stems = [Path(path).stem for path in args.audio]
@@ -106,15 +117,29 @@ def run_embed(args) -> None:
     embeddings = {}
     for path in args.audio:
         waveform = read_audio(path, extractor.sampling_rate)
-        if args.window:
+        if args.pooling == "time":
+            result = embed_time_frames(
+                model, extractor, waveform, extractor.sampling_rate, frequency_pooling=args.frequency_pooling,
+                window_seconds=args.window, hop_seconds=args.hop,
+            )[0]
+            embeddings[path] = {"frames": result.frames, "times": result.times, "cls": result.cls}
+        elif args.window:
             result = embed_long_audio(
-                model, extractor, waveform, extractor.sampling_rate, args.window, args.hop, pooling=args.pooling
+                model, extractor, waveform, extractor.sampling_rate, args.window, args.hop or 5.0, pooling=args.pooling
             )
             embeddings[path] = result.windows
         else:
             embeddings[path] = extract_embeddings(
                 model, extractor, waveform, sampling_rate=extractor.sampling_rate, pooling=args.pooling
             )[0]
+    if args.output and args.pooling == "time":
+        arrays = {
+            f"{Path(path).stem}.{key}": np.ascontiguousarray(array)
+            for path, parts in embeddings.items() for key, array in parts.items()
+        }
+        save_file(arrays, args.output)
+        print(f"wrote {args.output}")
+        return
     if args.output:
         arrays = {Path(path).stem: np.ascontiguousarray(array) for path, array in embeddings.items()}
         if args.output.endswith(".safetensors"):
@@ -131,6 +156,11 @@ def run_embed(args) -> None:
     for path, array in embeddings.items():
         folder = Path(args.output_dir) if args.output_dir else Path(path).parent
         folder.mkdir(parents=True, exist_ok=True)
+        if args.pooling == "time":
+            target = folder / f"{Path(path).stem}.time.npz"
+            np.savez(target, **array)
+            print(f"{path}: frames {tuple(array['frames'].shape)}, times {tuple(array['times'].shape)} -> {target}")
+            continue
         target = folder / f"{Path(path).stem}.{args.pooling}.npy"
         np.save(target, array)
         print(f"{path}: {tuple(array.shape)} -> {target}")
@@ -207,9 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "embed":
         if args.window and args.pooling == "frames":
             parser.error("--window pools each window to one vector: use --pooling cls or mean with it.")
-        if args.window is not None and (args.window <= 0 or args.hop <= 0):
+        if (args.window is not None and args.window <= 0) or (args.hop is not None and args.hop <= 0):
             parser.error("--window and --hop must be positive.")
+        if args.hop is not None and args.window is None and args.pooling != "time":
+            parser.error("--hop needs --window (or --pooling time).")
+        if args.pooling == "time" and args.output and not args.output.endswith(".safetensors"):
+            parser.error("--pooling time writes frames, times and cls per clip: use a .safetensors --output.")
         run_embed(args)
+    elif args.command == "detect":
+        check_detect_arguments(parser, args)
+        run_detect(args)
     else:
         run_classify(args)
 
