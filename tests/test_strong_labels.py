@@ -38,7 +38,7 @@ def test_merge_events_joins_touching_and_overlapping_events_of_a_class():
 def test_frame_targets_need_half_of_a_row_covered():
     hop = 0.16  # rows [0, .16), [.16, .32), [.32, .48), [.48, .64), [.64, .80)
     events = [
-        Event(0.10, 0.35, "dog"),  # row 0 covered 0.06 (< 0.08), row 1 fully, row 2 0.03
+        Event(0.09, 0.35, "dog"),  # row 0 covered 0.07 (< 0.08), row 1 fully, row 2 0.03
         Event(0.50, 0.59, "dog"),  # row 3 covered 0.09 (>= 0.08)
         Event(0.64, 0.70, "cat"),  # row 4 covered 0.06 by one event ...
         Event(0.70, 0.75, "cat"),  # ... and 0.05 by another: merged 0.11 -> active
