@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, shard, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, detect, shard, pretrain, evaluate, convert, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -6,11 +6,13 @@ Run `sslam COMMAND --help` for the options and examples of each command.
 import argparse
 import sys
 
+from sslam.cli.detect import add_detect_parser
 from sslam.cli.inference import add_classify_parser, add_embed_parser
 
 EPILOG = """examples:
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
   sslam embed clip.wav --model converted/sslam-base --pooling mean
+  sslam detect soundscape.flac --model outputs/demo/detection/sslam --output events.tsv
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
   sslam demo --quick"""
 DELEGATED = {
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_embed_parser(commands)
     add_classify_parser(commands)
+    add_detect_parser(commands)
     for name, help_text in DELEGATED.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("args", nargs=argparse.REMAINDER)
