@@ -16,6 +16,7 @@ EMBED_EPILOG = """examples:
   sslam embed clip.wav --model converted/sslam-base                     # CLS embedding -> clip.cls.npy
   sslam embed a.flac b.mp3 --model DIR --pooling mean --output emb.safetensors
   sslam embed long.ogg --model DIR --pooling frames --output-dir feats/  # (N, D) patch tokens per file
+  sslam embed long.ogg --model DIR --pooling time                       # 160 ms rows + times -> long.time.npz
   sslam embed long.wav --model DIR --window 10 --hop 5                  # windowed, for audio of any length"""
 CLASSIFY_EPILOG = """examples:
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
@@ -33,13 +34,30 @@ def add_embed_parser(commands) -> argparse.ArgumentParser:
     )  # fmt: skip
     embed.add_argument("audio", nargs="+", help="audio files (wav/flac/ogg/mp3; any rate; channels are averaged)")
     embed.add_argument("--model", required=True, help="a saved SSLAM model folder")
-    embed.add_argument("--pooling", choices=["cls", "mean", "frames"], default="cls")
-    embed.add_argument("--output", help="one .npy or .safetensors file for all clips (in an existing folder)")
     embed.add_argument(
-        "--output_dir", "--output-dir", help="folder for one <name>.<pooling>.npy file per clip (default: beside it)"
+        "--pooling", choices=["cls", "mean", "frames", "time"], default="cls",
+        help="time: one feature per 160 ms time row with its centre time, any length (.npz per file)",
+    )  # fmt: skip
+    embed.add_argument(
+        "--frequency_pooling", "--frequency-pooling", choices=["concat", "mean"], default="concat",
+        help="with --pooling time: concatenate (8 x D) or average (D) each row's frequency patches",
+    )  # fmt: skip
+    embed.add_argument(
+        "--output", help="one .npy or .safetensors file for all clips, in an existing folder (time pooling: .safetensors)"
     )
-    embed.add_argument("--window", type=float, help="embed in windows of this many seconds (long audio)")
-    embed.add_argument("--hop", type=float, help="window hop in seconds (with --window; default 5, at most the window)")
+    embed.add_argument(
+        "--output_dir", "--output-dir",
+        help="folder for one <name>.<pooling>.npy (time pooling: .npz) file per clip (default: beside it)",
+    )  # fmt: skip
+    embed.add_argument(
+        "--window", type=float,
+        help="embed in windows of this many seconds (long audio; with --pooling time: the window length, default the "
+        "model's clip length)",
+    )  # fmt: skip
+    embed.add_argument(
+        "--hop", type=float,
+        help="window hop in seconds (default 5 with --window, half a window with --pooling time; at most the window)",
+    )  # fmt: skip
     embed.add_argument("--device", default="cpu")
     embed.set_defaults(run=run_embed, command_parser=embed)
     return embed
@@ -112,8 +130,8 @@ def check_device(device: str, parser: argparse.ArgumentParser) -> None:
 
 def check_window_arguments(args, parser: argparse.ArgumentParser) -> None:
     """Window options that are wrong whatever the model (the model-dependent limits come with the extractor)."""
-    if args.hop is not None and args.window is None:
-        parser.error("--hop needs --window.")
+    if args.hop is not None and args.window is None and getattr(args, "pooling", None) != "time":
+        parser.error("--hop needs --window (or --pooling time).")
     if getattr(args, "pooling", None) == "frames" and args.window is not None:
         parser.error("--window pools each window to one vector: use --pooling cls or mean with it.")
 
@@ -126,7 +144,8 @@ def embedding_targets(args, paths: list[str], parser: argparse.ArgumentParser) -
     targets = {}
     for path in paths:
         folder = Path(args.output_dir) if args.output_dir else Path(path).parent
-        targets[path] = folder / f"{Path(path).stem}.{args.pooling}.npy"
+        suffix = "time.npz" if args.pooling == "time" else f"{args.pooling}.npy"
+        targets[path] = folder / f"{Path(path).stem}.{suffix}"
     sources = defaultdict(list)
     for path, target in targets.items():
         sources[target].append(path)
@@ -154,6 +173,8 @@ def single_output_target(args, paths: list[str], parser: argparse.ArgumentParser
     repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
     if repeated:
         parser.error(f"--output keys files by name, and several inputs are named {', '.join(repeated)}.")
+    if target.suffix == ".npy" and args.pooling == "time":
+        parser.error("--pooling time writes frames, times and cls per clip: use a .safetensors --output.")
     if target.suffix == ".npy" and args.window is not None and len(paths) > 1:
         parser.error("with --window each file has its own number of windows: use a .safetensors --output.")
     if target.is_dir():
@@ -244,7 +265,6 @@ def run_embed(args, parser: argparse.ArgumentParser) -> None:
     import numpy as np
 
     from sslam.modeling_sslam.audio_io import load_audio
-    from sslam.modeling_sslam.embedding import embed_long_audio, extract_embeddings
 
     paths = check_inputs(args.audio, parser)
     check_window_arguments(args, parser)
@@ -260,20 +280,11 @@ def run_embed(args, parser: argparse.ArgumentParser) -> None:
     for path in paths:
         try:
             waveform = load_audio(path, target_sampling_rate=extractor.sampling_rate)
-            if args.window is not None:
-                array = embed_long_audio(
-                    model, extractor, waveform, extractor.sampling_rate, args.window, args.hop, pooling=args.pooling,
-                    name=path,
-                ).windows  # fmt: skip
-            else:
-                array = extract_embeddings(
-                    model, extractor, waveform, sampling_rate=extractor.sampling_rate, pooling=args.pooling,
-                    clip_names=[path],
-                )[0]  # fmt: skip
+            array = embed_file(model, extractor, waveform, args, path)
             if targets is not None:
                 targets[path].parent.mkdir(parents=True, exist_ok=True)
-                np.save(targets[path], array)
-                print(f"{path}: {tuple(array.shape)} -> {targets[path]}")
+                save_embedding(targets[path], array)
+                print(f"{path}: {describe(array)} -> {targets[path]}")
             else:
                 embeddings[path] = array
         except FILE_ERRORS as error:
@@ -284,12 +295,52 @@ def run_embed(args, parser: argparse.ArgumentParser) -> None:
     exit_if_any_failed(failed, len(paths), "embeddings were written")
 
 
+def embed_file(model, extractor, waveform, args, name: str):
+    """One file's embedding: an array, or for `--pooling time` a dict of `frames` `(rows, F)`, `times` `(rows,)` and
+    `cls` `(D,)`."""
+    from sslam.modeling_sslam.embedding import embed_long_audio, embed_time_frames, extract_embeddings
+
+    rate = extractor.sampling_rate
+    if args.pooling == "time":
+        result = embed_time_frames(
+            model, extractor, waveform, rate, frequency_pooling=args.frequency_pooling, window_seconds=args.window,
+            hop_seconds=args.hop,
+        )[0]  # fmt: skip
+        return {"frames": result.frames, "times": result.times, "cls": result.cls}
+    if args.window is not None:
+        return embed_long_audio(
+            model, extractor, waveform, rate, args.window, args.hop, pooling=args.pooling, name=name
+        ).windows
+    return extract_embeddings(model, extractor, waveform, sampling_rate=rate, pooling=args.pooling, clip_names=[name])[0]
+
+
+def save_embedding(target: Path, embedding) -> None:
+    """One file's embedding as `.npy`, or `.npz` with its `frames`, `times` and `cls` (time pooling)."""
+    import numpy as np
+
+    if isinstance(embedding, dict):
+        np.savez(target, **embedding)
+    else:
+        np.save(target, embedding)
+
+
+def describe(embedding) -> str:
+    if isinstance(embedding, dict):
+        return ", ".join(f"{key} {tuple(value.shape)}" for key, value in embedding.items())
+    return str(tuple(embedding.shape))
+
+
 def write_single_output(target: Path, embeddings: dict) -> None:
-    """All embeddings in one file: a .safetensors file keyed by file name, or one .npy array (stacked when several)."""
+    """All embeddings in one file: a .safetensors file keyed by file name (`<name>.frames`, `.times`, `.cls` for time
+    pooling), or one .npy array (stacked when several)."""
     import numpy as np
     from safetensors.numpy import save_file
 
-    arrays = {Path(path).stem: np.ascontiguousarray(array) for path, array in embeddings.items()}
+    arrays = {}
+    for path, embedding in embeddings.items():
+        parts = embedding if isinstance(embedding, dict) else {"": embedding}
+        for key, array in parts.items():
+            arrays[f"{Path(path).stem}.{key}" if key else Path(path).stem] = np.ascontiguousarray(array)
     if target.suffix == ".safetensors":
         save_file(arrays, str(target))
     else:

@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, pretrain, evaluate, convert, export, demo.
+"""The `sslam` command line: embed, classify, detect, shard, pretrain, evaluate, convert, export, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -6,15 +6,18 @@ Run `sslam COMMAND --help` for the options and examples of each command.
 import argparse
 import sys
 
+from sslam.cli.detect import add_detect_parser
 from sslam.cli.inference import add_classify_parser, add_embed_parser
 
 EPILOG = """examples:
   sslam classify clip.wav --model converted/sslam-as2m --top-k 5
   sslam embed clip.wav --model converted/sslam-base --pooling mean
+  sslam detect soundscape.flac --model outputs/demo/detection/sslam --output events.tsv
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
   sslam export --model converted/sslam-as2m --format onnx --output deploy/onnx
   sslam demo --quick"""
 DELEGATED = {
+    "shard": "write a pre-training corpus as tar shards for streaming (python -m sslam.cli.shard)",
     "pretrain": "Stage 1 / Stage 2 pre-training (same options as python -m sslam.training.pretrain)",
     "evaluate": "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)",
     "convert": "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)",
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_embed_parser(commands)
     add_classify_parser(commands)
+    add_detect_parser(commands)
     for name, help_text in DELEGATED.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("args", nargs=argparse.REMAINDER)
@@ -39,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def delegate(command: str, argv: list[str]) -> None:
     """Runs the module behind a command with the remaining arguments."""
-    if command == "pretrain":
+    if command == "shard":
+        from sslam.cli.shard import main
+    elif command == "pretrain":
         from sslam.training.pretrain import main
     elif command == "evaluate":
         from sslam.evaluation.run import main

@@ -13,6 +13,9 @@ Sets written (``demo_data/loader.py`` reads them):
 * ``events/``: 0AD-17 monophonic events (17 classes by upstream path), FLAC, grouped stratified 80/20 split.
 * ``instruments/``: GM instrument families rendered from FluidR3_GM.sf2, FLAC, split by held-out pitches.
 * ``mixtures/``: JSONL recipes of 2-3 clip mixtures per labelled set and split.
+* ``soundscapes/``: 10 s 0 A.D. ambience backgrounds (Ogg Vorbis, recordings the pre-training corpus does not use,
+  split by recording), JSONL recipes of strongly labelled soundscapes (1-4 events of the ``events`` split over a
+  background of the same split) and one rendered test soundscape with its ground-truth TSV.
 """
 
 from __future__ import annotations
@@ -574,15 +577,147 @@ def build_mixtures(demo_dir: Path, set_name: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Strongly labelled soundscapes (background chunks + recipes)
+
+SOUNDSCAPE_SECONDS = 10.0
+SOUNDSCAPE_EVENTS = (1, 4)  # events per soundscape, inclusive; distinct classes
+SOUNDSCAPE_EBR_DB = (0.0, 10.0)  # event-to-background RMS ratio, uniform
+SOUNDSCAPE_PEAK = 0.7
+SOUNDSCAPES_PER_SPLIT = {"train": 300, "test": 100}
+BACKGROUND_FOLDER = "audio/ambient"
+BACKGROUND_CHUNKS_PER_FILE = 4
+BACKGROUND_TEST_FRACTION = 1 / 3
+
+
+def background_chunks(workspace: Workspace, pretrain_rows: list[dict]) -> list[tuple[Path, str, np.ndarray, list]]:
+    """``(file, split, waveform, chunks)`` of the 0 A.D. ambience files that the pre-training corpus does not use and
+    that have a full 10 s chunk of at least -50 dBFS (at most BACKGROUND_CHUNKS_PER_FILE, spread over the file).
+    Split by recording: per sub-folder (building, dayscape, water, weather) a seeded third of the files is test."""
+    root = workspace.package_root("0ad-data")
+    used = {row["upstream_path"] for row in pretrain_rows}
+    size = int(SOUNDSCAPE_SECONDS * SAMPLE_RATE)
+    by_folder: dict[str, list[tuple[Path, np.ndarray, list]]] = {}
+    for path in sorted((root / BACKGROUND_FOLDER).rglob("*.ogg")):
+        if workspace.upstream_path("0ad-data", path) in used:
+            continue
+        waveform = decode_16k(path)
+        chunks = spread([(a, b) for a, b in usable_chunks(waveform) if b - a == size], BACKGROUND_CHUNKS_PER_FILE)
+        if chunks:
+            by_folder.setdefault(path.parent.name, []).append((path, waveform, chunks))
+    chosen = []
+    for folder in sorted(by_folder):
+        files = by_folder[folder]
+        test_count = round(BACKGROUND_TEST_FRACTION * len(files))
+        for rank, position in enumerate(named_rng("backgrounds", folder).permutation(len(files))):
+            path, waveform, chunks = files[position]
+            chosen.append((path, "test" if rank < test_count else "train", waveform, chunks))
+    return sorted(chosen, key=lambda item: item[0])
+
+
+def build_backgrounds(workspace: Workspace, out_dir: Path, pretrain_rows: list[dict]) -> list[dict]:
+    """The background chunks of `background_chunks` as Ogg Vorbis, and their manifest."""
+    version = workspace.versions()["0ad-data"]
+    rows = []
+    for path, split, waveform, chunks in background_chunks(workspace, pretrain_rows):
+        for start, end in chunks:
+            chunk_id = f"{path.stem}_{start // SAMPLE_RATE:03d}s"
+            relative = f"backgrounds/{chunk_id}.ogg"
+            write_ogg(out_dir / relative, to_int16(waveform[start:end]))
+            decoded = read_pcm(out_dir / relative)
+            rows.append(
+                {
+                    "id": chunk_id,
+                    "path": relative,
+                    "split": split,
+                    "num_samples": len(decoded),
+                    "start_s": round(start / SAMPLE_RATE, 4),
+                    "source_package": "0ad-data",
+                    "package_version": version,
+                    "upstream_path": workspace.upstream_path("0ad-data", path),
+                    "licence": "CC-BY-SA-3.0",
+                    "pcm_sha256": pcm_sha256(decoded),
+                }
+            )
+    write_csv(out_dir / "manifest.csv", rows)
+    return rows
+
+
+def soundscape_recipe(split: str, index: int, backgrounds: list[dict], clips_by_label: dict[str, list[dict]]) -> dict:
+    """One recipe: a background chunk of the split and 1-4 event clips of distinct classes of the split, each at a
+    random onset that keeps the whole clip inside the soundscape, with a random event-to-background ratio."""
+    seed = zlib.crc32(f"{SEED}:soundscapes:{split}:{index}".encode())
+    rng = np.random.default_rng(seed)
+    length = int(SOUNDSCAPE_SECONDS * SAMPLE_RATE)
+    background = backgrounds[int(rng.integers(len(backgrounds)))]
+    count = int(rng.integers(SOUNDSCAPE_EVENTS[0], SOUNDSCAPE_EVENTS[1] + 1))
+    events = []
+    for label in rng.choice(sorted(clips_by_label), size=count, replace=False):
+        clip = clips_by_label[str(label)][int(rng.integers(len(clips_by_label[str(label)])))]
+        events.append(
+            {
+                "clip": clip["id"],
+                "label": str(label),
+                "onset": int(rng.integers(0, length - int(clip["num_samples"]) + 1)),
+                "gain_db": round(float(rng.uniform(*SOUNDSCAPE_EBR_DB)), 2),
+            }
+        )
+    return {
+        "id": f"soundscape_{split}_{index:04d}",
+        "seed": seed,
+        "background": {"clip": background["id"], "gain_db": 0.0},
+        "events": sorted(events, key=lambda event: (event["onset"], event["label"])),
+        "num_samples": length,
+        "sample_rate": SAMPLE_RATE,
+        "peak": SOUNDSCAPE_PEAK,
+    }
+
+
+EXAMPLE_MIN_EVENTS = 3
+
+
+def write_example_soundscape(demo_dir: Path) -> str:
+    """Render the first test soundscape with at least EXAMPLE_MIN_EVENTS events to ``soundscapes/example.flac``,
+    with its ground truth ``example.tsv``."""
+    from sslam.demo_data.loader import materialize_soundscape, read_soundscape_recipes, soundscape_events
+    from sslam.evaluation.strong_labels import write_dcase_tsv
+
+    recipe = next(r for r in read_soundscape_recipes("test") if len(r["events"]) >= EXAMPLE_MIN_EVENTS)
+    write_flac(demo_dir / "soundscapes" / "example.flac", to_int16(materialize_soundscape(recipe)))
+    write_dcase_tsv(demo_dir / "soundscapes" / "example.tsv", {"example.flac": soundscape_events(recipe)})
+    return recipe["id"]
+
+
+def build_soundscapes(workspace: Workspace, demo_dir: Path) -> str:
+    """Backgrounds, ``soundscapes/<split>.jsonl`` recipes (events from the built ``events`` set) and the example."""
+    out_dir = demo_dir / "soundscapes"
+    clear_audio(out_dir, "backgrounds")
+    backgrounds = build_backgrounds(workspace, out_dir, read_csv(demo_dir / "pretrain" / "manifest.csv"))
+    events = read_csv(demo_dir / "events" / "manifest.csv")
+    for split, count in SOUNDSCAPES_PER_SPLIT.items():
+        clips_by_label: dict[str, list[dict]] = {}
+        for row in events:
+            if row["split"] == split:
+                clips_by_label.setdefault(row["label"], []).append(row)
+        split_backgrounds = [row for row in backgrounds if row["split"] == split]
+        with open(out_dir / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            for index in range(count):
+                recipe = soundscape_recipe(split, index, split_backgrounds, clips_by_label)
+                handle.write(json.dumps(recipe) + "\n")
+    example = write_example_soundscape(demo_dir)
+    counts = {split: sum(row["split"] == split for row in backgrounds) for split in SOUNDSCAPES_PER_SPLIT}
+    return f"{len(backgrounds)} backgrounds {counts}, recipes {SOUNDSCAPES_PER_SPLIT}, example {example}"
+
+
+# ---------------------------------------------------------------------------------------------------
 # Command line
 
 
-SETS = ("pretrain", "events", "instruments", "mixtures")  # mixtures last: they read the built manifests
+SETS = ("pretrain", "events", "instruments", "mixtures", "soundscapes")  # the last two read the built manifests
 
 
-def clear_audio(set_dir: Path) -> None:
+def clear_audio(set_dir: Path, folder: str = "audio") -> None:
     """Remove a set's previous audio so a rebuild leaves no stale files."""
-    for path in sorted(set_dir.glob("audio/**/*"), reverse=True):
+    for path in sorted(set_dir.glob(f"{folder}/**/*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
 
 
@@ -594,6 +729,8 @@ def build_set(name: str, workspace: Workspace, out_dir: Path, clips_per_class: i
     """Build one set and describe the result in a line."""
     if name == "mixtures":
         return str({set_name: build_mixtures(out_dir, set_name) for set_name in ("events", "instruments")})
+    if name == "soundscapes":
+        return build_soundscapes(workspace, out_dir)
     clear_audio(out_dir / name)
     if name == "pretrain":
         rows = build_pretrain(workspace, out_dir / name)

@@ -5,7 +5,7 @@
 # ~/.cache/sslam-demo-data); every step is skipped when its output is already there, so re-runs are fast.
 # Needs apt-get (for `apt-get download`), dpkg-deb, unzip and npm; nothing is installed system-wide.
 #
-#   demo_data/build.sh [--sets pretrain,events,instruments,mixtures] [--clips-per-class 40]
+#   demo_data/build.sh [--sets pretrain,events,instruments,mixtures,soundscapes] [--clips-per-class 40]
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -1,10 +1,12 @@
 """Loader API for the committed demo audio of the ``demo_data`` package.
 
-Every set (``pretrain``, ``events``, ``instruments``) is a folder of this package with a ``manifest.csv``
-(one row per clip: relative ``path``, ``label``, ``split``, ``num_samples``, source package and upstream path,
-licence, and ``pcm_sha256``, the SHA-256 of the decoded 16 kHz mono int16 PCM). Polyphonic sets are not
-stored as audio: ``mixtures/<set>_<split>.jsonl`` holds one recipe per mixture, and
-:func:`materialize_mixture` turns a recipe into a waveform.
+Every set (``pretrain``, ``events``, ``instruments``, ``soundscapes``) is a folder of this package with a
+``manifest.csv`` (one row per clip: relative ``path``, ``label``, ``split``, ``num_samples``, source package and
+upstream path, licence, and ``pcm_sha256``, the SHA-256 of the decoded 16 kHz mono int16 PCM). Polyphonic sets are
+not stored as audio: ``mixtures/<set>_<split>.jsonl`` holds one recipe per mixture, and
+:func:`materialize_mixture` turns a recipe into a waveform; ``soundscapes/<split>.jsonl`` holds strongly labelled
+10 s soundscapes (events of ``events`` over the ambience backgrounds of ``soundscapes/manifest.csv``), which
+:func:`materialize_soundscape` renders and :func:`soundscape_events` labels.
 
 Reading clips needs only numpy and soundfile (mixing uses the numpy-only :mod:`sslam.evaluation.mixing`); the
 dataset loaders also need ``datasets``; building the sets (``build.py``) needs more.
@@ -29,6 +31,9 @@ SPLITS = ("train", "test")
 INT16_SCALE = 32768.0
 # A 10 s real recording for quick starts (0 A.D. ambience, CC-BY-SA-3.0; see pretrain/ATTRIBUTION.md).
 EXAMPLE_CLIP = DEMO_DIR / "pretrain" / "audio" / "0ad_ambient" / "0ad_ambient_0000.ogg"
+# The first test soundscape rendered (CC-BY-SA-3.0; see soundscapes/ATTRIBUTION.md), and its ground truth.
+EXAMPLE_SOUNDSCAPE = DEMO_DIR / "soundscapes" / "example.flac"
+EXAMPLE_SOUNDSCAPE_TSV = DEMO_DIR / "soundscapes" / "example.tsv"
 
 
 def set_dir(set_name: str) -> Path:
@@ -156,6 +161,85 @@ def load_mixture_dataset(set_name: str, split: str):
         [materialize_mixture(recipe, clips) for recipe in recipes],
         [sorted(names.index(label) for label in recipe["labels"]) for recipe in recipes],
         names,
+    )
+    return dataset.add_column("id", [recipe["id"] for recipe in recipes])
+
+
+def read_soundscape_recipes(split: str) -> list[dict]:
+    """Soundscape recipes of one split: events of that split of ``events`` over backgrounds of the same split."""
+    _check_split(split)
+    with open(DEMO_DIR / "soundscapes" / f"{split}.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@lru_cache(maxsize=None)
+def _clip_paths(set_name: str) -> dict[str, str]:
+    return {row["id"]: row["path"] for row in read_manifest(set_name)}
+
+
+@lru_cache(maxsize=None)
+def _clip_lengths(set_name: str) -> dict[str, int]:
+    return {row["id"]: int(row["num_samples"]) for row in read_manifest(set_name)}
+
+
+def _clip_by_id(set_name: str, clip_id: str) -> np.ndarray:
+    paths = _clip_paths(set_name)
+    if clip_id not in paths:
+        raise KeyError(f"no clip {clip_id!r} in the {set_name} set")
+    return read_clip(set_name, paths[clip_id])
+
+
+def materialize_soundscape(recipe: Mapping, clips: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Render one soundscape recipe into a float32 waveform, deterministically: the background (RMS-normalised,
+    ``gain_db`` 0) plus each event clip RMS-normalised, scaled by its ``gain_db`` (the event-to-background ratio) and
+    added from its ``onset`` sample, peak-normalised to ``recipe["peak"]`` (`evaluation.mixing.mix_waveforms`).
+    ``clips`` maps event clip ids to waveforms (default: read from the ``events`` set)."""
+    from sslam.evaluation.mixing import mix_waveforms
+
+    events = recipe["events"]
+    sources = [_clip_by_id("soundscapes", recipe["background"]["clip"])]
+    sources += [clips[e["clip"]] if clips is not None else _clip_by_id("events", e["clip"]) for e in events]
+    return mix_waveforms(
+        sources,
+        [0] + [int(event["onset"]) for event in events],
+        [recipe["background"]["gain_db"]] + [event["gain_db"] for event in events],
+        int(recipe["num_samples"]),
+        recipe["peak"],
+    )
+
+
+def soundscape_events(recipe: Mapping) -> list:
+    """The strong labels of a soundscape recipe as `sslam.evaluation.strong_labels.Event`s (seconds): each event clip
+    from its onset to the end of its own audio, cut at the soundscape's end (`evaluation.mixing.source_spans`)."""
+    from sslam.evaluation.mixing import source_spans
+    from sslam.evaluation.strong_labels import Event
+
+    lengths = _clip_lengths("events")
+    rate = int(recipe["sample_rate"])
+    spans = source_spans(
+        [int(event["onset"]) for event in recipe["events"]],
+        [lengths[event["clip"]] for event in recipe["events"]],
+        int(recipe["num_samples"]),
+    )
+    return [
+        Event(start / rate, end / rate, event["label"])
+        for (start, end), event in zip(spans, recipe["events"])
+        if end > start
+    ]
+
+
+def load_soundscape_dataset(split: str, limit: int | None = None):
+    """The strongly labelled soundscapes of one split (the first ``limit`` recipes, default all) in the project's
+    strongly labelled layout: ``audio`` (10 s, 16 kHz), ``events``, ``labels`` (ClassLabel over the 17 event
+    classes) and ``id``. Test soundscapes use only test clips and test backgrounds."""
+    from sslam.evaluation.datasets_io import from_strong_labels
+
+    recipes = read_soundscape_recipes(split)[:limit]
+    clips = {row["id"]: read_clip("events", row["path"]) for row in read_manifest("events", split)}
+    dataset = from_strong_labels(
+        [materialize_soundscape(recipe, clips) for recipe in recipes],
+        [soundscape_events(recipe) for recipe in recipes],
+        class_names("events"),
     )
     return dataset.add_column("id", [recipe["id"] for recipe in recipes])
 

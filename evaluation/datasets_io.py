@@ -9,6 +9,12 @@ Loaders from files give a `datasets.Audio` feature over absolute paths; in-memor
 data, mixtures) gives ``{"array", "sampling_rate"}`` values. ``decode=False`` keeps file values as
 ``{"path", "bytes"}`` dicts; `sslam.modeling_sslam.audio_io.decode_audio` reads every form with soundfile, which needs
 neither torchcodec nor FFmpeg (which `datasets` 5 requires for decoding).
+
+Strongly labelled data (sound event detection) adds an ``events`` column to the multi-label layout: per clip a list
+of ``{"onset": float64 s, "offset": float64 s, "label": ClassLabel}`` (`strong_labels.events_feature`), with
+``labels`` the sorted classes that occur in it, so every clip-level tool reads the same dataset. `from_strong_labels`
+builds one in memory, `load_dcase_tsv_dataset` from a DCASE TSV and its audio folder, `dataset_events` reads the
+events back as `strong_labels.Event` lists, and the mixtures of `build_polyphonic_mixtures` carry theirs.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import numpy as np
 import soundfile as sf
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, List, Value
 
-from sslam.evaluation.mixing import mix_sources
+from sslam.evaluation.mixing import mix_sources, source_spans
+from sslam.evaluation.strong_labels import Event, audio_id, events_feature, read_dcase_tsv
 from sslam.modeling_sslam.audio_io import decode_audio
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aif", ".aiff"})
@@ -103,6 +110,84 @@ def from_waveforms(
     audio = [{"array": np.asarray(w, dtype=np.float32), "sampling_rate": sampling_rate} for w in waveforms]
     features = Features({"audio": IN_MEMORY_AUDIO, "labels" if multilabel else "label": label_feature})
     return Dataset.from_dict({"audio": audio, "labels" if multilabel else "label": list(labels)}, features=features)
+
+
+def from_strong_labels(
+    waveforms: Sequence[np.ndarray],
+    events: Sequence[Sequence[Event]],
+    label_names: Sequence[str],
+    sampling_rate: int = SAMPLING_RATE,
+) -> Dataset:
+    """In-memory strongly labelled dataset: ``audio`` (``{"array", "sampling_rate"}``), ``events`` and ``labels``
+    (the sorted classes of each clip's events)."""
+    if len(waveforms) != len(events):
+        raise ValueError(f"{len(waveforms)} waveforms but {len(events)} event lists")
+    audio = [{"array": np.asarray(w, dtype=np.float32), "sampling_rate": sampling_rate} for w in waveforms]
+    return _strong_dataset(audio, IN_MEMORY_AUDIO, events, label_names, {})
+
+
+def load_dcase_tsv_dataset(
+    tsv_path: str | os.PathLike,
+    audio_dir: str | os.PathLike,
+    *,
+    label_names: Sequence[str] | None = None,
+    decode: bool = True,
+) -> Dataset:
+    """A strongly labelled dataset from a DCASE ground-truth TSV (`strong_labels.read_dcase_tsv`) and the folder of
+    its audio files (``filename`` relative to ``audio_dir``): ``audio`` (`datasets.Audio` over absolute paths),
+    ``events``, ``labels`` and ``filename``. ``label_names`` fixes the class order (default: sorted labels found)."""
+    events = read_dcase_tsv(tsv_path)
+    if not events:
+        raise ValueError(f"{tsv_path} lists no files")
+    paths = [Path(audio_dir) / filename for filename in events]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} audio file(s) of {tsv_path} not found, e.g. {missing[0]}")
+    found = sorted({event.label for clip in events.values() for event in clip})
+    names = list(label_names) if label_names is not None else found
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise ValueError(f"labels {unknown[:10]} of {tsv_path} are not among the class names")
+    audio = [str(path.resolve()) for path in paths]
+    return _strong_dataset(audio, Audio(decode=decode), list(events.values()), names, {"filename": list(events)})
+
+
+def _strong_dataset(audio: list, audio_feature, events: Sequence[Sequence[Event]], names, extra: dict) -> Dataset:
+    index = {name: i for i, name in enumerate(names)}
+    rows = []
+    for clip in events:
+        unknown = sorted({event.label for event in clip} - set(index))
+        if unknown:
+            raise ValueError(f"event labels {unknown} are not among the class names")
+        rows.append([{"onset": e.onset, "offset": e.offset, "label": index[e.label]} for e in clip])
+    labels = [sorted({event["label"] for event in clip}) for clip in rows]
+    features = {"audio": audio_feature, "events": events_feature(names), "labels": List(ClassLabel(names=list(names)))}
+    features.update({key: Value("string") for key in extra})
+    columns = {"audio": audio, "events": rows, "labels": labels, **extra}
+    return Dataset.from_dict(columns, features=Features(features))
+
+
+def is_strongly_labelled(dataset: Dataset) -> bool:
+    return "events" in dataset.column_names
+
+
+def dataset_events(dataset: Dataset) -> list[list[Event]]:
+    """The ``events`` column as one `Event` list per clip, labels as class names."""
+    if not is_strongly_labelled(dataset):
+        raise ValueError(f"dataset has no 'events' column (columns: {dataset.column_names})")
+    names = dataset.features["events"].feature["label"].names
+    return [
+        [Event(float(e["onset"]), float(e["offset"]), names[e["label"]]) for e in clip] for clip in dataset["events"]
+    ]
+
+
+def dataset_audio_ids(dataset: Dataset) -> list[str]:
+    """One id per clip for metrics and TSV files: the ``id`` column, else the stem of ``filename``, else the row."""
+    if "id" in dataset.column_names:
+        return [str(value) for value in dataset["id"]]
+    if "filename" in dataset.column_names:
+        return [audio_id(value) for value in dataset["filename"]]
+    return [f"clip_{index:06d}" for index in range(len(dataset))]
 
 
 def load_audiofolder(root: str | os.PathLike, *, decode: bool = True) -> Dataset | DatasetDict:
@@ -267,7 +352,8 @@ def build_polyphonic_mixtures(
 
     Returns:
         ``audio``, ``labels`` (`List(ClassLabel)` of the source classes, sorted), ``source_indices`` (rows of the
-        split that were mixed), ``onsets_s`` and ``gains_db`` per source.
+        split that were mixed), ``onsets_s`` and ``gains_db`` per source, and ``events``: the strong labels, one
+        per source, from its onset to the end of its own audio, cut at the mixture end (`mixing.source_spans`).
     """
     if isinstance(dataset, DatasetDict):
         return DatasetDict(
@@ -314,6 +400,7 @@ def build_polyphonic_mixtures(
         sources = [decoded(i) for i in indices]
         length = round(duration_s * sampling_rate) if duration_s else max(len(s) for s in sources)
         mixture, onsets, gains = mix_sources(sources, length, rng, gain_db, max_onset_fraction, peak)
+        spans = source_spans(onsets, [len(source) for source in sources], length)
         order = np.argsort(chosen)
         rows.append(
             {
@@ -322,6 +409,11 @@ def build_polyphonic_mixtures(
                 "source_indices": [indices[i] for i in order],
                 "onsets_s": [onsets[i] / sampling_rate for i in order],
                 "gains_db": [gains[i] for i in order],
+                "events": [
+                    {"onset": spans[i][0] / sampling_rate, "offset": spans[i][1] / sampling_rate, "label": int(chosen[i])}
+                    for i in order
+                    if spans[i][1] > spans[i][0]
+                ],
             }
         )
     return _mixtures_dataset(rows, names, sampling_rate, output_dir)
@@ -336,6 +428,7 @@ def _mixtures_dataset(
         "source_indices": List(Value("int64")),
         "onsets_s": List(Value("float32")),
         "gains_db": List(Value("float32")),
+        "events": events_feature(names),
     }
     if output_dir is None:
         columns["audio"] = [{"array": a, "sampling_rate": sampling_rate} for a in columns["audio"]]

@@ -15,6 +15,13 @@ What the original fine-tuning does and where it lives here:
   `model(x, labels=y).loss` is what the trainer optimises;
 * validation metrics: mAP / mAUC / d-prime or accuracy (`build_compute_metrics`).
 
+Frame classification (sound event detection) uses the same trainer, layer decay and encoder freezing:
+`build_frame_finetune_trainer` trains an `SSLAMForAudioFrameClassification` on strongly labelled data (an
+``events`` column, see `datasets_io`) with `FrameClassificationCollator` (frame targets at the model's 160 ms rows,
+`strong_labels.events_to_frame_targets`; padding rows -100 and masked), no mixup or SpecAugment (they would move
+audio away from its labels), and frame-level mAP as the validation metric. A recipe with `freeze_encoder=True`
+gives the frozen-encoder linear head; otherwise the whole model is fine-tuned with layer-wise lr decay.
+
 Not reproduced: the waveform roll / random gain augmentation (``roll_aug``), weighted sampling for AS-2M, fp16 as
 fairseq does it, and BCE for single-label data with mixup (the SPC-2 recipe); the warm-up here starts from 0, not
 from ``min_lr``.
@@ -34,9 +41,18 @@ from datasets import ClassLabel, Dataset
 from torchaudio.transforms import FrequencyMasking, TimeMasking
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
-from sslam.evaluation.datasets_io import SAMPLING_RATE, label_column, label_names, label_targets, multi_hot
+from sslam.evaluation.datasets_io import (
+    SAMPLING_RATE,
+    is_strongly_labelled,
+    label_column,
+    label_names,
+    label_targets,
+    multi_hot,
+)
+from sslam.evaluation.metrics import accuracy, mean_average_precision, multilabel_metrics
+from sslam.evaluation.strong_labels import Event, events_to_frame_targets
 from sslam.modeling_sslam.audio_io import decode_audio
-from sslam.evaluation.metrics import accuracy, multilabel_metrics
+from sslam.modeling_sslam.embedding import row_hop_seconds
 from sslam.modeling_sslam.feature_extraction_sslam import SSLAMFeatureExtractor
 
 LabelFormat = Literal["class_id", "class_ids", "multi_hot"]
@@ -341,5 +357,101 @@ def build_finetune_trainer(
         compute_metrics=build_compute_metrics(expected["problem_type"] == "multi_label_classification"),
         layer_decay=recipe.layer_decay,
         augmentation=augmentation,
+        **trainer_kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------------ frame classification
+
+
+def strong_label_config(dataset: Dataset) -> dict[str, Any]:
+    """``num_labels``, ``id2label``, ``label2id`` and ``problem_type`` for an `SSLAMForAudioFrameClassification`,
+    from the class names of a strongly labelled dataset's ``events`` column."""
+    if not is_strongly_labelled(dataset):
+        raise ValueError(f"frame classification needs an 'events' column (columns: {dataset.column_names})")
+    names = list(dataset.features["events"].feature["label"].names)
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+        "problem_type": "multi_label_classification",
+    }
+
+
+@dataclass
+class FrameClassificationCollator:
+    """Rows with ``audio`` and ``events`` -> ``input_values``, the frame ``attention_mask`` and ``labels``
+    `(B, R, C)`: the frame targets of `events_to_frame_targets` on the model's rows (R = frames / 16), -100 on
+    rows without real audio. Clips are featurised as the extractor says (its ``max_length`` by default)."""
+
+    feature_extractor: Any
+    label_names: list[str]
+
+    def __call__(self, rows: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        waveforms = [decode_audio(row["audio"], SAMPLING_RATE) for row in rows]
+        batch = dict(self.feature_extractor(
+            waveforms, sampling_rate=SAMPLING_RATE, return_attention_mask=True, return_tensors="pt"
+        ))
+        if "events" in rows[0]:
+            batch["labels"] = self._targets([row["events"] for row in rows], batch["attention_mask"])
+        return batch
+
+    def _targets(self, events: list[list[Mapping[str, Any]]], frame_mask: torch.Tensor) -> torch.Tensor:
+        patch = self.feature_extractor.patch_size
+        hop = row_hop_seconds(self.feature_extractor)
+        num_rows = frame_mask.shape[1] // patch
+        real_rows = frame_mask.reshape(len(events), num_rows, patch).any(dim=-1)
+        targets = []
+        for clip_events, real in zip(events, real_rows):
+            clip = [Event(e["onset"], e["offset"], self.label_names[e["label"]]) for e in clip_events]
+            rows = torch.from_numpy(events_to_frame_targets(clip, num_rows, hop, self.label_names))
+            rows[~real] = -100.0
+            targets.append(rows)
+        return torch.stack(targets)
+
+
+def compute_frame_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """``compute_metrics`` for frame classification: frame-level macro mAP over the rows whose labels are not -100."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    labels = np.asarray(prediction.label_ids)
+    keep = labels[..., 0] != -100
+    scores = np.asarray(logits, dtype=np.float64)[keep]
+    return {"frame_mAP": mean_average_precision(scores, labels[keep])}
+
+
+def build_frame_finetune_trainer(
+    model: torch.nn.Module,
+    args: TrainingArguments,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    feature_extractor: Any,
+    *,
+    recipe: FineTuneRecipe,
+    **trainer_kwargs: Any,
+) -> SSLAMFineTuneTrainer:
+    """A ready-to-train `SSLAMFineTuneTrainer` for an `SSLAMForAudioFrameClassification` on strongly labelled data:
+    the recipe's layer decay and encoder freezing (`freeze_encoder=True`: only fc_norm and the linear head learn),
+    the model's own masked binary cross-entropy, frame mAP on ``eval_dataset``. Build the model with
+    ``strong_label_config(train_dataset)``; ``args.remove_unused_columns`` must be False."""
+    if args.remove_unused_columns:
+        raise ValueError("set TrainingArguments(remove_unused_columns=False): the collator needs 'audio' and 'events'")
+    expected = strong_label_config(train_dataset)
+    if model.config.num_labels != expected["num_labels"]:
+        raise ValueError(
+            f"model has num_labels={model.config.num_labels} but the data has {expected['num_labels']} classes; "
+            "build the model with `strong_label_config(train_dataset)`"
+        )
+    if recipe.freeze_encoder:
+        model.base_model.requires_grad_(False)
+    return SSLAMFineTuneTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=FrameClassificationCollator(feature_extractor, list(expected["id2label"].values())),
+        processing_class=feature_extractor,
+        compute_metrics=compute_frame_metrics,
+        layer_decay=recipe.layer_decay,
+        augmentation=None,
         **trainer_kwargs,
     )

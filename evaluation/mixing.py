@@ -2,7 +2,8 @@
 
 Each source is RMS-normalised, scaled by a gain in dB and added from its onset (the tail past the mixture end is
 cut); the sum is peak-normalised. `evaluation.datasets_io.build_polyphonic_mixtures` draws the gains and onsets with
-`mix_sources`; `demo_data.loader.materialize_mixture` renders the committed recipes with `mix_waveforms`. This module
+`mix_sources`; `demo_data.loader.materialize_mixture` renders the committed recipes with `mix_waveforms`;
+`source_spans` gives each source's extent in the mixture (its strong label). This module
 imports nothing but numpy, so `demo_data` stays light.
 """
 
@@ -45,6 +46,15 @@ def mix_waveforms(
     return (mixture * (peak / max(max_abs, MIN_LEVEL))).astype(np.float32)
 
 
+def source_spans(onsets: Sequence[int], lengths: Sequence[int], length: int) -> list[tuple[int, int]]:
+    """The `[start, end)` samples each source occupies in a mixture of `length` samples: from its onset to the end of
+    its own audio, cut at the mixture end (`start == end` when it starts at or after the end). These are the strong
+    labels of a mixture."""
+    if len(onsets) != len(lengths):
+        raise ValueError(f"got {len(onsets)} onsets and {len(lengths)} lengths")
+    return [(min(int(onset), length), min(int(onset) + int(size), length)) for onset, size in zip(onsets, lengths)]
+
+
 def mix_sources(
     sources: Sequence[np.ndarray],
     length: int,
@@ -66,4 +76,4 @@ def mix_sources(
     return mix_waveforms(sources, onsets, gains, length, peak), onsets, gains
 
 
-__all__ = ["mix_sources", "mix_waveforms"]
+__all__ = ["mix_sources", "mix_waveforms", "source_spans"]

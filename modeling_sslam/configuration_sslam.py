@@ -46,8 +46,9 @@ POSITIVE_SHAPE_FIELDS = (
 @strict
 class SSLAMConfig(PreTrainedConfig):
     r"""
-    Configuration of [`SSLAMModel`], [`SSLAMForAudioClassification`] and [`SSLAMForPreTraining`]. Defaults give the
-    released SSLAM / EAT base model; [`SSLAMConfig.large`] gives the EAT-large shapes.
+    Configuration of [`SSLAMModel`], [`SSLAMForAudioClassification`], [`SSLAMForAudioFrameClassification`] and
+    [`SSLAMForPreTraining`]. Defaults give the released SSLAM / EAT base model; [`SSLAMConfig.large`] gives the
+    EAT-large shapes.
 
     Encoder:
         hidden_size (`int`): token width D. num_hidden_layers (`int`): number of post-norm blocks.
@@ -65,6 +66,13 @@ class SSLAMConfig(PreTrainedConfig):
         initializer_range (`float`): std of the truncated-normal initialisation of linear layers.
         pooling (`str`): `"cls"` (the original) or `"mean"` (mean of real patch tokens) for the classifier.
         label_smoothing (`float`): label smoothing of the classifier's single-label cross-entropy (hard labels).
+
+    Frame classification and detection (see `SSLAMForAudioFrameClassification`):
+        frequency_pooling (`str`): how the frequency patches of one time row (16 frames, 160 ms) become one row
+            feature: `"concat"` (`num_freq_patches * hidden_size` values, the default) or `"mean"` (`hidden_size`).
+        detection_thresholds (`float` or `list[float]`): decision threshold on the frame probabilities, one for all
+            classes or one per class (`sslam detect` and `sslam.evaluation.detection` read it).
+        detection_median_filter (`int`): length in rows (odd) of the median filter applied to the frame decisions.
 
     Pre-training (see `SSLAMForPreTraining`):
         objective (`str`): `"eat"` (Stage 1) or `"sslam"` (Stage 2, mixtures + Source Retention Loss).
@@ -108,6 +116,9 @@ class SSLAMConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     pooling: Literal["cls", "mean"] = "cls"
     label_smoothing: float | int = 0.0
+    frequency_pooling: Literal["concat", "mean"] = "concat"
+    detection_thresholds: float | list[float] = 0.5
+    detection_median_filter: int = 1
 
     objective: Literal["eat", "sslam"] = "sslam"
     decoder_hidden_size: int = 768
@@ -170,6 +181,12 @@ class SSLAMConfig(PreTrainedConfig):
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}.")
+        if self.frequency_pooling not in ("concat", "mean"):
+            raise ValueError(f"frequency_pooling must be 'concat' or 'mean', got {self.frequency_pooling!r}.")
+        if self.detection_median_filter < 1 or self.detection_median_filter % 2 == 0:
+            raise ValueError(
+                f"detection_median_filter must be a positive odd number of rows, got {self.detection_median_filter}."
+            )
         if self.objective not in ("eat", "sslam"):
             raise ValueError(f"objective must be 'eat' or 'sslam', got {self.objective!r}.")
 

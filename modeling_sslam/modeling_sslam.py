@@ -18,7 +18,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
@@ -442,7 +442,8 @@ class SSLAMModel(SSLAMPreTrainedModel):
         if frames // config.patch_size > config.max_time_patches:
             raise ValueError(
                 f"{frames} frames exceed the position table ({config.max_time_patches * config.patch_size} frames); "
-                "split long audio with sslam.modeling_sslam.embedding.embed_long_audio."
+                "split long audio with sslam.modeling_sslam.embedding.embed_long_audio (pooled windows) or "
+                "embed_time_frames (time frames)."
             )
         return input_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
 
@@ -491,6 +492,53 @@ def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, token_mask: torch
         return patches.mean(dim=1)
     weights = token_mask[:, 1:].to(patches.dtype).unsqueeze(-1)
     return (patches * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def time_rows(
+    patch_tokens: torch.Tensor,
+    num_freq_patches: int,
+    frequency_pooling: str = "concat",
+    token_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Time-major patch tokens `(B, N, D)` -> one feature per time row (16 frames, 160 ms): `(B, N / F, F * D)` with
+    `"concat"` (frequency patches in order, lowest band first) or `(B, N / F, D)` with `"mean"` (over the row's
+    attended patches when `token_mask` `(B, 1 + N)` is given, see [`token_attention_mask`])."""
+    batch, num_patches, hidden = patch_tokens.shape
+    rows = patch_tokens.reshape(batch, num_patches // num_freq_patches, num_freq_patches, hidden)
+    if frequency_pooling == "concat":
+        return rows.reshape(batch, num_patches // num_freq_patches, num_freq_patches * hidden)
+    if frequency_pooling != "mean":
+        raise ValueError(f"frequency_pooling must be 'concat' or 'mean', got {frequency_pooling!r}.")
+    if token_mask is None:
+        return rows.mean(dim=2)
+    weights = token_mask[:, 1:].reshape(batch, -1, num_freq_patches, 1).to(rows.dtype)
+    return (rows * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1.0)
+
+
+def row_attention_mask(token_mask: torch.Tensor | None, num_freq_patches: int) -> torch.Tensor | None:
+    """`(B, 1 + N)` token mask -> `(B, N / F)` bool: a time row is real when any of its patches is attended."""
+    if token_mask is None:
+        return None
+    return token_mask[:, 1:].reshape(token_mask.shape[0], -1, num_freq_patches).any(dim=-1)
+
+
+def frame_classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, row_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of frame logits `(B, R, C)` against frame targets `(B, R, C)` in [0, 1], averaged over
+    the entries that count: rows where `row_mask` `(B, R)` is True (padding rows are left out) and targets that are
+    not -100 (transformers' "ignore" value, which collators put on padding rows)."""
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels have shape {tuple(labels.shape)} but the frame logits have {tuple(logits.shape)} "
+            "(batch, time rows of 16 frames, num_labels)."
+        )
+    labels = labels.float()
+    keep = labels != -100
+    if row_mask is not None:
+        keep = keep & row_mask.unsqueeze(-1)
+    losses = F.binary_cross_entropy_with_logits(logits.float(), labels.clamp(min=0.0), reduction="none")
+    return (losses * keep).sum() / keep.sum().clamp(min=1)
 
 
 def infer_problem_type(logits: torch.Tensor, labels: torch.Tensor) -> str:
@@ -573,14 +621,71 @@ class SSLAMForAudioClassification(SSLAMPreTrainedModel):
         )
 
 
+class SSLAMForAudioFrameClassification(SSLAMPreTrainedModel):
+    """Encoder -> one feature per time row of 16 frames (160 ms; its frequency patches concatenated or averaged,
+    `config.frequency_pooling`) -> fc_norm (LayerNorm) -> Linear: frame logits `(B, R, num_labels)` with
+    `R = T / 16`, for sound event detection. With `labels` `(B, R, num_labels)` also the loss of
+    [`frame_classification_loss`] (binary cross-entropy, padding rows of the attention mask left out).
+
+    `config.detection_thresholds` and `config.detection_median_filter` say how `sslam.evaluation.detection` turns
+    the frame probabilities into events.
+    """
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: SSLAMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.sslam = SSLAMModel(config)
+        width = config.hidden_size * (config.num_freq_patches if config.frequency_pooling == "concat" else 1)
+        self.fc_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.post_init()
+
+    def frame_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Row features `(..., width)` (from [`time_rows`] with `config.frequency_pooling`) -> logits
+        `(..., num_labels)`; lets windowed inference over long audio reuse the head."""
+        return self.classifier(self.fc_norm(rows))
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        r"""
+        labels (`(B, R, num_labels)` frame targets in [0, 1], *optional*): R = frames / 16; entries of -100 are
+            ignored.
+        """
+        outputs = self.sslam(input_values, attention_mask=attention_mask, **kwargs)
+        hidden = outputs.last_hidden_state
+        frames = self.sslam.prepare_input_values(input_values).shape[2]
+        token_mask = token_attention_mask(attention_mask, hidden.shape[0], hidden.shape[1] - 1, frames, self.config)
+        rows = time_rows(hidden[:, 1:], self.config.num_freq_patches, self.config.frequency_pooling, token_mask)
+        logits = self.frame_logits(rows)
+        loss = None
+        if labels is not None:
+            row_mask = row_attention_mask(token_mask, self.config.num_freq_patches)
+            loss = frame_classification_loss(logits, labels, row_mask)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
 __all__ = [
     "SSLAMForAudioClassification",
+    "SSLAMForAudioFrameClassification",
     "SSLAMModel",
     "SSLAMModelOutput",
     "SSLAMPreTrainedModel",
     "build_2d_sincos_position_table",
     "classification_loss",
+    "frame_classification_loss",
     "non_finite_tensors",
     "pool_tokens",
+    "row_attention_mask",
+    "time_rows",
     "token_attention_mask",
 ]

@@ -176,6 +176,31 @@ def test_embed_in_windows(model_dir, clips, classifier, tmp_path):
         assert np.load(tmp_path / f"{clip.stem}.cls.npy").shape == (num_windows, model.config.hidden_size)
 
 
+def test_embed_time_pooling_writes_frames_times_and_cls(model_dir, clips, classifier, tmp_path):
+    from sslam.modeling_sslam.embedding import embed_time_frames
+
+    model, extractor = classifier
+    sslam_side_by_side(
+        ["embed", clips[0], "--model", model_dir, "--pooling", "time", "--output-dir", tmp_path],
+        ["embed", *clips, "--model", model_dir, "--pooling", "time", "--frequency_pooling", "mean",
+         "--output", tmp_path / "time.safetensors"],
+    )
+    stored = np.load(tmp_path / f"{clips[0].stem}.time.npz")
+    expected = embed_time_frames(model.sslam, extractor, waveform_of(clips[0], extractor), extractor.sampling_rate)[0]
+    np.testing.assert_allclose(stored["frames"], expected.frames, rtol=0, atol=SCORE_TOLERANCE)
+    np.testing.assert_array_equal(stored["times"], expected.times)
+    assert stored["cls"].shape == (model.config.hidden_size,)
+    arrays = load_file(tmp_path / "time.safetensors")
+    assert sorted(arrays) == sorted(f"{clip.stem}.{key}" for clip in clips for key in ("frames", "times", "cls"))
+    assert arrays[f"{clips[0].stem}.frames"].shape == (len(expected.times), model.config.hidden_size)
+
+
+def test_embed_time_pooling_needs_a_safetensors_output(model_dir, clips, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sslam_main(["embed", str(clips[0]), "--model", str(model_dir), "--pooling", "time", "--output", "x.npy"])
+    assert exit_info.value.code == 2 and ".safetensors" in capsys.readouterr().err
+
+
 # -------------------------------------------------------------------------------------------------------------- help
 
 
@@ -190,6 +215,7 @@ def test_sslam_help_runs_as_a_module():
         ([], "sslam classify clip.wav"),
         (["embed"], "sslam embed clip.wav"),
         (["classify"], "sslam classify clip.wav"),
+        (["detect"], "sslam detect soundscape.flac --model"),
         (["pretrain"], "python -m sslam.training.pretrain --preset stage1"),
         (["evaluate"], "python -m sslam.evaluation.run linear-probe"),
         (["convert"], "python -m sslam.conversion.convert_fairseq_checkpoint --checkpoint_path"),

@@ -416,10 +416,11 @@ def test_presets_set_the_recipe_and_overrides_win(tmp_path):
         SSLAMPretrainingArguments.with_preset("stage3", output_dir=str(tmp_path))
 
 
-def test_cli_errors(audio_dir, tmp_path):
+def test_cli_errors(audio_dir, tmp_path, capsys):
     required = ["--output_dir", str(tmp_path)]
-    with pytest.raises(FileNotFoundError, match="Training data not found"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(tmp_path / "nowhere"), "--model_size", "tiny", *required])
+    assert exit_info.value.code == 2 and "error: Training data not found" in capsys.readouterr().err
     data = ["--data", str(audio_dir)]
     for argv in (
         [*data, *required, "--preset", "stage3"],

@@ -4,11 +4,16 @@ optimiser recipe, plus the data and model settings; parsed from the command line
 `HfArgumentParser`.
 
 Settings come from, in increasing priority: the defaults, the `--preset`, a YAML or JSON file (`--config`, keys =
-argument names) and the flags themselves.
+argument names) and the flags themselves. Values are checked when the arguments are built and the paths
+(`check_paths`: output folder writable, data, `init_from`, `model_config`) before any work; the command line reports
+either as a one-line `error:` with exit code 2.
 """
 
 import json
+import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from sslam.modeling_sslam.configuration_sslam import LARGE_PRESET
 
 from .collator import CROP_MODES
-from .data import DATA_FORMATS
+from .data import DATA_FORMATS, resolve_data_format
 
 PRESETS = {
     "stage1": dict(objective="eat", clone_batch=16, learning_rate=5e-4, warmup_steps=53_333, max_steps=400_000),
@@ -77,14 +82,22 @@ class SSLAMPretrainingArguments(TrainingArguments):
     `init_from`."""
 
     # data
-    data: str | None = field(default=None, metadata={"help": "folder, .tsv manifest, file list, audiofolder or Hub id"})
+    data: str | None = field(
+        default=None, metadata={"help": "folder, .tsv manifest, file list, shard folder or URL, audiofolder or Hub id"}
+    )
     data_format: str = field(default="auto", metadata={"choices": DATA_FORMATS, "help": "how to read --data"})
     split: str = field(default="train", metadata={"help": "split of a datasets source"})
     audio_column: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
     dataset_config: str | None = field(default=None, metadata={"help": "config name of a Hub dataset"})
     streaming: bool = field(default=False, metadata={"help": "stream an audiofolder/Hub dataset"})
-    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "shuffle buffer of a streamed source"})
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "shuffle buffer of a shard stream or streamed source, in clips (per worker)"}
+    )
     crop: str = field(default="start", metadata={"choices": CROP_MODES, "help": "long clips: keep the start or crop"})
+    max_skipped_fraction: float = field(
+        default=0.01,
+        metadata={"help": "stop when more than this fraction of clips is unusable (skipped with a warning)"},
+    )
     # model
     preset: str | None = field(default=None, metadata={"choices": tuple(PRESETS), "help": "stage1 or stage2 recipe"})
     model_size: str = field(default="base", metadata={"choices": tuple(MODEL_SIZES), "help": "architecture preset"})
@@ -129,9 +142,13 @@ class SSLAMPretrainingArguments(TrainingArguments):
     dataloader_drop_last: bool = True
     remove_unused_columns: bool = False
     report_to: None | str | list[str] = "none"
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "logged losses are the real values (the divergence guard stops on NaN/inf)"}
+    )
 
     def __post_init__(self):
         self._check_choices()
+        self._check_values()
         if self.output_dir is None:
             raise ValueError("output_dir is required.")
         if self.preset == "stage2" and self.init_from is None:
@@ -145,6 +162,47 @@ class SSLAMPretrainingArguments(TrainingArguments):
         if not torch.cuda.is_available():
             self.use_cpu = True  # bf16 on CPU needs it (TrainingArguments refuses bf16 without a GPU otherwise)
         super().__post_init__()
+
+    def _check_values(self) -> None:
+        """Raises a `ValueError` naming the first out-of-range value (before any work starts)."""
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be a positive number of optimizer steps (or -1: train num_train_epochs epochs), "
+                f"got {self.max_steps}."
+            )
+        positive = {
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "clone_batch": self.clone_batch,
+            "shuffle_buffer_size": self.shuffle_buffer_size,
+        }
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}.")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            raise ValueError(f"max_grad_norm must be >= 0 (0 = no clipping), got {self.max_grad_norm}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}.")
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}.")
+
+    def check_paths(self) -> None:
+        """Raises a `ValueError` unless `output_dir` is (or can be made) a writable folder and `data`, `init_from`,
+        `model_config` and `resume_from_checkpoint` (other than `last`) exist (a URL or Hub id is not checked).
+        Creates `output_dir`."""
+        check_output_dir(self.output_dir)
+        if self.data is not None:
+            try:
+                resolve_data_format(self.data, self.data_format)
+            except FileNotFoundError as error:
+                raise ValueError(str(error)) from None
+        if self.init_from is not None and not os.path.isdir(self.init_from):
+            raise ValueError(f"init_from {self.init_from} is not a folder (a saved SSLAMForPreTraining).")
+        if self.model_config is not None and not os.path.isfile(self.model_config):
+            raise ValueError(f"model_config {self.model_config} is not a file (an SSLAMConfig JSON).")
+        resume = self.resume_from_checkpoint
+        if resume not in (None, "last") and not os.path.isdir(resume):
+            raise ValueError(f"resume_from_checkpoint {resume} is not a folder (a checkpoint-N folder, or last).")
 
     def _check_choices(self) -> None:
         for dataclass_field in fields(SSLAMPretrainingArguments):
@@ -172,6 +230,19 @@ class SSLAMPretrainingArguments(TrainingArguments):
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Raises a `ValueError` unless `output_dir` is a folder this process can write into (creating it if needed)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {path} is a file, not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"output_dir {path} cannot be written ({error.strerror or error}).") from None
+
+
 EXAMPLES = """examples:
   python -m sslam.training.pretrain --preset stage1 --data /data/train.tsv --output_dir runs/stage1 --bf16
   python -m sslam.training.pretrain --preset stage2 --init_from runs/stage1/pretraining --data /data/wavs \\
@@ -184,11 +255,19 @@ EXAMPLES = """examples:
 settings: defaults < --preset < --config file (YAML or JSON; keys = argument names) < flags. See training/README.md."""
 
 
-def build_parser() -> HfArgumentParser:
-    """`HfArgumentParser` over `SSLAMPretrainingArguments`, with `--config FILE` (YAML or JSON)."""
+class PretrainingArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose usage errors are one `error:` line (the usage of every `TrainingArguments` option
+    would fill a screen) with exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def build_parser() -> PretrainingArgumentParser:
+    """The parser over `SSLAMPretrainingArguments`, with `--config FILE` (YAML or JSON)."""
     from argparse import RawDescriptionHelpFormatter
 
-    parser = HfArgumentParser(
+    parser = PretrainingArgumentParser(
         SSLAMPretrainingArguments,
         prog="python -m sslam.training.pretrain",
         description="SSLAM / EAT self-supervised pre-training.",
@@ -207,7 +286,8 @@ def read_settings_file(path: str) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> SSLAMPretrainingArguments:
-    """Defaults < `--preset` < `--config` file < explicit flags. Invalid settings exit with a usage error (code 2)."""
+    """Defaults < `--preset` < `--config` file < explicit flags. Invalid settings or paths exit with a one-line usage
+    error (code 2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     first_pass, _ = parser.parse_known_args(argv)
@@ -230,6 +310,7 @@ def parse_args(argv: list[str] | None = None) -> SSLAMPretrainingArguments:
     try:
         arguments, _ = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
         arguments.require_data()
+        arguments.check_paths()
     except ValueError as error:
         parser.error(str(error))
     return arguments
@@ -239,8 +320,10 @@ __all__ = [
     "ARCHITECTURE_FIELDS",
     "MODEL_SIZES",
     "PRESETS",
+    "PretrainingArgumentParser",
     "SSLAMPretrainingArguments",
     "TRAINING_CONFIG_FIELDS",
     "build_parser",
+    "check_output_dir",
     "parse_args",
 ]

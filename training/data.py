@@ -11,7 +11,12 @@ Sources:
 - a folder of audio files (searched recursively),
 - the original `.tsv` manifest (first line: root folder; then `relative_path<TAB>anything`),
 - a text file listing one audio path per line (relative paths are relative to the list file), or a Python list,
-- a `datasets` audio dataset: an `audiofolder` directory or a Hub id, map-style or streaming.
+- a `datasets` audio dataset: an `audiofolder` directory or a Hub id, map-style or streaming,
+- tar shards written by `sslam shard` (a folder with an `index.json`, or its URL), read by
+  `training.shards.ShardedAudioStream`.
+
+[`decode_usable_clip`] (decoding + [`clip_problem`]: undecodable, empty, non-finite, far out of range) is the one check
+of a clip's usability, shared by the collator (which skips such clips) and the shard writer (which leaves them out).
 """
 
 import os
@@ -22,11 +27,63 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
+from sslam.modeling_sslam.audio_io import decode_audio
+from sslam.modeling_sslam.feature_extraction_sslam import MAX_EXPECTED_PEAK
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff")
-DATA_FORMATS = ("auto", "folder", "tsv", "list", "audiofolder", "hub")
+DATA_FORMATS = ("auto", "folder", "tsv", "list", "audiofolder", "hub", "shards")
+SHARD_INDEX_NAME = "index.json"
 
 # Independent random streams derived from the run seed.
-ORDER_STREAM, MASK_STREAM, WINDOW_STREAM, CROP_STREAM = 0, 1, 2, 3
+ORDER_STREAM, MASK_STREAM, WINDOW_STREAM, CROP_STREAM, SHARD_ORDER_STREAM, SHARD_SHUFFLE_STREAM = 0, 1, 2, 3, 4, 5
+
+MAX_ABS_AMPLITUDE = MAX_EXPECTED_PEAK
+"""Float audio is in [-1, 1] (resampling and lossy decoding overshoot a little); a clip peaking above the feature
+extractor's `MAX_EXPECTED_PEAK` is on another scale (e.g. int16 values stored as floats) and is not used for
+pre-training."""
+
+
+DECODE_ERRORS = (OSError, ValueError, TypeError, RuntimeError, EOFError)
+"""What decoding or feature extraction raises for a bad clip (soundfile, torchcodec, the extractor's checks)."""
+
+
+class UnusableClipError(ValueError):
+    """A clip that cannot be used for pre-training; the message says why."""
+
+
+def clip_problem(waveform: np.ndarray, max_abs_amplitude: float = MAX_ABS_AMPLITUDE) -> str | None:
+    """Why a decoded `(num_samples,)` clip cannot be used for pre-training (empty, NaN/inf samples, peak above
+    `max_abs_amplitude`), or None when it can."""
+    if waveform.size == 0:
+        return "is empty"
+    peak = float(np.abs(waveform).max())  # NaN or inf if any sample is
+    if not np.isfinite(peak):
+        return "contains NaN or infinite samples"
+    if peak > max_abs_amplitude:
+        return f"peaks at {peak:.3g}, far outside [-1, 1] (float audio on the wrong scale?)"
+    return None
+
+
+def decode_usable_clip(source, sampling_rate: int = 16000, max_abs_amplitude: float = MAX_ABS_AMPLITUDE) -> np.ndarray:
+    """`decode_audio(source, sampling_rate)` -> `(num_samples,)` float32, or an [`UnusableClipError`] saying why the
+    clip cannot be used (it cannot be decoded, or [`clip_problem`])."""
+    try:
+        waveform = decode_audio(source, sampling_rate)
+    except DECODE_ERRORS as error:
+        raise UnusableClipError(f"cannot be decoded ({error})") from error
+    problem = clip_problem(waveform, max_abs_amplitude)
+    if problem is not None:
+        raise UnusableClipError(problem)
+    return waveform
+
+
+def describe_source(source, position: int | None = None) -> str:
+    """A name for an audio reference in messages: its path, a dict's `path`, else `item <position>`."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, dict) and source.get("path"):
+        return str(source["path"])
+    return f"item {position}" if position is not None else type(source).__name__
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -202,11 +259,16 @@ def load_datasets_audio(
 
 
 def resolve_data_format(data: str, data_format: str = "auto") -> str:
-    """The concrete format of `data`: `auto` picks tsv (`.tsv` file), list (other file) or folder (directory)."""
+    """The concrete format of `data`: `auto` picks shards (a URL, a `.json` index or a folder holding
+    `index.json`), tsv (`.tsv` file), list (other file) or folder (directory)."""
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}.")
     if data_format == "hub":
         return data_format
+    if "://" in data:
+        if data_format not in ("auto", "shards"):
+            raise ValueError(f"URLs are read as shards only (data_format='shards'), got data_format={data_format!r}.")
+        return "shards"
     if not os.path.exists(data):
         raise FileNotFoundError(
             f"Training data not found: {data!r}. Pass an existing folder, .tsv manifest or file list "
@@ -214,6 +276,8 @@ def resolve_data_format(data: str, data_format: str = "auto") -> str:
         )
     if data_format != "auto":
         return data_format
+    if data.endswith(".json") or os.path.isfile(os.path.join(data, SHARD_INDEX_NAME)):
+        return "shards"
     if os.path.isdir(data):
         return "folder"
     return "tsv" if data.lower().endswith(".tsv") else "list"
@@ -244,6 +308,8 @@ def build_pretraining_dataset(
         return PretrainingAudioDataset(list(data))
     data = os.fspath(data)
     data_format = resolve_data_format(data, data_format)
+    if data_format == "shards":
+        raise ValueError(f"{data} holds shards: read them with sslam.training.shards.ShardedAudioStream.")
     if data_format in ("audiofolder", "hub"):
         dataset = load_datasets_audio(
             data, data_format, split, audio_column, streaming, config_name, seed, shuffle_buffer_size
@@ -262,6 +328,12 @@ def build_pretraining_dataset(
 __all__ = [
     "AUDIO_EXTENSIONS",
     "DATA_FORMATS",
+    "DECODE_ERRORS",
+    "MAX_ABS_AMPLITUDE",
+    "UnusableClipError",
+    "clip_problem",
+    "decode_usable_clip",
+    "describe_source",
     "EpochShuffleSampler",
     "PretrainingAudioDataset",
     "StreamingPretrainingDataset",

@@ -11,9 +11,15 @@ At the end, `OUTPUT_DIR/pretraining/` holds the full model (student, decoder, EM
 `SSLAMForPreTraining.from_pretrained` or pass it to `--init_from`) and `OUTPUT_DIR/encoder/` the student encoder as an
 `SSLAMModel` for `AutoModel.from_pretrained` ([`OutputLayout`]). Checkpoints (`OUTPUT_DIR/checkpoint-N/`) resume
 exactly with `--resume_from_checkpoint last` (or a checkpoint path).
+
+Exit codes of the command line: 0 = trained and saved; 2 = a usage error found before any work (a one-line `error:`
+naming the flag, value or path); 1 = the run stopped on purpose (`training.errors.PretrainingError`: divergence, too
+many unusable clips, not enough data, collapse, no complete checkpoint, ...; a one-line `error:`); any other failure
+is a traceback (exit code 1).
 """
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +33,9 @@ from sslam.modeling_sslam.pretraining_sslam import PRETRAINING_SUBFOLDER, SSLAMF
 from .arguments import MODEL_SIZES, TRAINING_CONFIG_FIELDS, SSLAMPretrainingArguments, parse_args
 from .callbacks import CollapseGuardCallback, EMATeacherCallback
 from .collator import SSLAMPretrainingCollator
-from .data import build_pretraining_dataset
+from .data import build_pretraining_dataset, resolve_data_format
+from .errors import DataSourceError, PretrainingError
+from .shards import ShardedAudioStream
 from .trainer import SSLAMPretrainingTrainer, save_encoder
 
 ENCODER_SUBFOLDER = "encoder"
@@ -100,19 +108,40 @@ def build_feature_extractor(args: SSLAMPretrainingArguments, config: SSLAMConfig
     return extractor
 
 
+def build_train_dataset(args: SSLAMPretrainingArguments):
+    """The dataset of `args.data`: a [`ShardedAudioStream`] for shards (for this process and worker layout), else
+    `build_pretraining_dataset`. Raises [`DataSourceError`] when the data cannot be read."""
+    try:
+        if resolve_data_format(args.data, args.data_format) == "shards":
+            return ShardedAudioStream(
+                args.data,
+                batch_size=args.per_device_train_batch_size,
+                num_workers=args.dataloader_num_workers,
+                rank=args.process_index,
+                world_size=args.world_size,
+                seed=args.data_seed if args.data_seed is not None else args.seed,
+                buffer_size=args.shuffle_buffer_size,
+                gradient_accumulation_steps=args.gradient_accumulation_steps,
+            )
+        return build_pretraining_dataset(
+            args.data,
+            data_format=args.data_format,
+            split=args.split,
+            audio_column=args.audio_column,
+            streaming=args.streaming,
+            config_name=args.dataset_config,
+            seed=args.seed,
+            shuffle_buffer_size=args.shuffle_buffer_size,
+        )
+    except (OSError, ValueError) as error:
+        raise DataSourceError(f"cannot read --data {args.data}: {error}") from error
+
+
 def build_trainer(args: SSLAMPretrainingArguments) -> SSLAMPretrainingTrainer:
-    """Model, data, collator and `SSLAMPretrainingTrainer` for `args`."""
+    """Model, data, collator and `SSLAMPretrainingTrainer` for `args` (paths checked first)."""
     args.require_data()
-    dataset = build_pretraining_dataset(
-        args.data,
-        data_format=args.data_format,
-        split=args.split,
-        audio_column=args.audio_column,
-        streaming=args.streaming,
-        config_name=args.dataset_config,
-        seed=args.seed,
-        shuffle_buffer_size=args.shuffle_buffer_size,
-    )
+    args.check_paths()
+    dataset = build_train_dataset(args)
     model = build_model(args)
     feature_extractor = build_feature_extractor(args, model.config)
     collator = SSLAMPretrainingCollator.from_config(model.config, feature_extractor, seed=args.seed, crop=args.crop)
@@ -131,11 +160,11 @@ def build_trainer(args: SSLAMPretrainingArguments) -> SSLAMPretrainingTrainer:
 
 def run_pretraining(args: SSLAMPretrainingArguments) -> PretrainingRun:
     """Trains (resuming when `args.resume_from_checkpoint` is `"last"` or a checkpoint folder), then writes the
-    trainer state, the full model and the encoder ([`OutputLayout`])."""
+    trainer state, the full model and the encoder ([`OutputLayout`]). A run that stops on purpose raises a
+    `training.errors.PretrainingError` and writes no model (its checkpoints stay)."""
     trainer = build_trainer(args)
     layout = OutputLayout(Path(args.output_dir))
-    resume = True if args.resume_from_checkpoint == "last" else args.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_state()
     trainer.save_model(str(layout.pretraining))
     if trainer.args.should_save:
@@ -144,8 +173,14 @@ def run_pretraining(args: SSLAMPretrainingArguments) -> PretrainingRun:
 
 
 def main(argv: list[str] | None = None) -> PretrainingRun:
-    """The command line: parses `argv` (see `sslam.training.arguments.parse_args`) and runs."""
-    return run_pretraining(parse_args(argv))
+    """The command line: parses `argv` (see `sslam.training.arguments.parse_args`; usage errors exit with code 2) and
+    runs; a run that stops on purpose exits with code 1 and a one-line `error:`."""
+    args = parse_args(argv)
+    try:
+        return run_pretraining(args)
+    except PretrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
@@ -159,6 +194,7 @@ __all__ = [
     "build_config",
     "build_feature_extractor",
     "build_model",
+    "build_train_dataset",
     "build_trainer",
     "main",
     "run_pretraining",
