@@ -7,9 +7,9 @@ Prints Markdown tables.
    threads = 2; fp32 and bf16 autocast; SDPA attention. Timing: the cases alternate round-robin in one process
    (`--repeats` rounds after one warm-up round), so a burst of load from other processes hits every case alike; the
    median and the minimum are reported, with "forward" = the training forward alone (autograd on). Memory: each case
-   runs one warm-up and one timed step in a fresh process; "peak RSS" is that process's
-   `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the kernel's resident-set high-water mark, which counts torch's
-   allocations, unlike tracemalloc) and "step peak" is that mark minus the resident set just before the first step
+   runs one warm-up and one timed step in a fresh process; "peak RSS" is that process's resident-set high-water
+   mark (`VmHWM`, which counts torch's allocations, unlike tracemalloc, and unlike `ru_maxrss` is not inherited
+   from the spawning process) and "step peak" is that mark minus the resident set just before the first step
    (model and inputs already built).
 2. Samples/s of `python -m sslam.training.pretrain` on synthetic 10 s clips with the same model (fbank in the main process,
    `dataloader_num_workers 0`): one process with 2 threads vs `accelerate launch` with 2 CPU processes of 1 thread each
@@ -26,7 +26,6 @@ bf16 vs bf16) and names the CPU that ran the benchmark; the loss column is the f
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ import numpy as np
 import soundfile
 import torch
 
-from sslam.benchmarks.bench_inference import cpu_name
+from sslam.benchmarks.bench_inference import cpu_name, peak_resident_bytes
 from sslam.modeling_sslam.configuration_sslam import SSLAMConfig
 from sslam.modeling_sslam.masking import PretrainingMaskGenerator
 from sslam.modeling_sslam.pretraining_sslam import SSLAMForPreTraining
@@ -124,7 +123,7 @@ def measure_memory(autocast: bool, threads: int) -> dict:
     start_rss = resident_bytes()
     step()
     step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_resident_bytes()
     return {"peak": peak / 2**20, "step_peak": (peak - start_rss) / 2**20}
 
 
