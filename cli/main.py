@@ -1,4 +1,4 @@
-"""The `sslam` command line: embed, classify, detect, shard, pretrain, evaluate, convert, demo.
+"""The `sslam` command line: embed, classify, detect, shard, pretrain, evaluate, convert, export, demo.
 
 Run `sslam COMMAND --help` for the options and examples of each command.
 """
@@ -14,6 +14,7 @@ EPILOG = """examples:
   sslam embed clip.wav --model converted/sslam-base --pooling mean
   sslam detect soundscape.flac --model outputs/demo/detection/sslam --output events.tsv
   sslam convert --checkpoint_path SSLAM_AS2M_finetuned.pt --pytorch_dump_folder_path converted/sslam-as2m
+  sslam export --model converted/sslam-as2m --format onnx --output deploy/onnx
   sslam demo --quick"""
 DELEGATED = {
     "shard": "write a pre-training corpus as tar shards for streaming (python -m sslam.cli.shard)",
@@ -21,6 +22,7 @@ DELEGATED = {
     "evaluate": "linear-probe or fine-tune evaluation (same options as python -m sslam.evaluation.run)",
     "convert": "convert an original fairseq checkpoint (python -m sslam.conversion.convert_fairseq_checkpoint)",
     "convert-hub": "migrate a Hub remote-code EAT/SSLAM folder (python -m sslam.conversion.convert_hub_checkpoint)",
+    "export": "export a saved model to ONNX (waveform in), int8 ONNX or torch.export (python -m sslam.cli.export)",
     "demo": "the main job: mini-SSLAM on the bundled real audio, end to end",
 }
 
@@ -51,6 +53,8 @@ def delegate(command: str, argv: list[str]) -> None:
         from sslam.conversion.convert_fairseq_checkpoint import main
     elif command == "convert-hub":
         from sslam.conversion.convert_hub_checkpoint import main
+    elif command == "export":
+        from sslam.cli.export import main
     else:
         from sslam.cli.demo import main
     main(argv)

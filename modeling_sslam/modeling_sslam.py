@@ -20,7 +20,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -146,9 +147,14 @@ class SSLAMEmbeddings(nn.Module):
         self.register_buffer("position_embeddings", table, persistent=True)
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        """`(B, C, T, F)` -> patch tokens with positions `(B, N, D)`."""
+        """`(B, C, T, F)` -> patch tokens with positions `(B, N, D)`.
+
+        The positions are cast to the weights' dtype, not to the tokens': under bf16 autocast the conv output is bf16
+        and the fp32 positions promote the sum, so the residual stream stays fp32 as in the original (casting them
+        to bf16 tripled the bf16 drift). A model loaded in bf16 keeps a bf16 stream.
+        """
         tokens = self.patch_embeddings(input_values)
-        return tokens + self.position_embeddings[:, : tokens.shape[1]].to(tokens.dtype)
+        return tokens + self.position_embeddings[:, : tokens.shape[1]].to(self.cls_token.dtype)
 
     def prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
         """`(B, N, D)` -> `(B, 1 + N, D)`."""
@@ -168,18 +174,26 @@ def eager_attention_forward(
     """Attention as the original computes it: q scaled before q.k^T, softmax in float32.
 
     Args:
-        query, key, value: `(B, H, S, head_dim)`. attention_mask: additive float `(B, 1, S, S)` (0 = attend, the
-            dtype's minimum = masked), as `create_bidirectional_mask` builds it for eager attention, or None.
+        query, key, value: `(B, H, S, head_dim)`. attention_mask: `(B, 1, S, S)` or None; additive float (0 = attend,
+            the dtype's minimum = masked), as `create_bidirectional_mask` builds it for eager attention, or boolean
+            (True = attend), as it builds it for SDPA.
     Returns:
         output `(B, S, H, head_dim)` and weights `(B, H, S, S)`.
     """
     scores = torch.matmul(query * scaling, key.transpose(-2, -1))
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
         scores = scores + attention_mask
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return output, weights
+
+
+# Implementations whose kernels never form the attention weights: with `output_attentions=True` the weights are
+# computed by `eager_attention_forward` instead (same mathematics, so outputs agree to rounding).
+IMPLEMENTATIONS_WITHOUT_WEIGHTS = ("sdpa",)
 
 
 class SSLAMAttention(nn.Module):
@@ -201,17 +215,22 @@ class SSLAMAttention(nn.Module):
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`(B, S, D)` -> `(B, S, D)` and the attention weights (None for implementations that do not return them)."""
+        """`(B, S, D)` -> `(B, S, D)` and the attention weights `(B, H, S, S)` (None unless `output_attentions`
+        for implementations that do not form them)."""
         hidden_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        if kwargs.get("output_attentions") and implementation in IMPLEMENTATIONS_WITHOUT_WEIGHTS:
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention_interface(
             self,
             query,
@@ -222,6 +241,11 @@ class SSLAMAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             **kwargs,
         )
+        if kwargs.get("output_attentions") and weights is None:
+            raise ValueError(
+                f"attn_implementation={implementation!r} does not return attention weights, so output_attentions=True "
+                "cannot be honoured; load the model with attn_implementation='eager' or 'sdpa'."
+            )
         output = output.reshape(*hidden_states.shape[:-1], -1)
         return self.output_dropout(self.o_proj(output)), weights
 
@@ -256,7 +280,10 @@ class SSLAMLayer(GradientCheckpointingLayer):
         self.drop_path = SSLAMDropPath(drop_path_rate)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
@@ -275,7 +302,10 @@ class SSLAMEncoder(nn.Module):
         self.layer = nn.ModuleList([SSLAMLayer(config, rate) for rate in rates])
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         for layer in self.layer:
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
@@ -388,17 +418,17 @@ class SSLAMModel(SSLAMPreTrainedModel):
                 f"input_values must be a torch.Tensor, got {type(input_values).__name__}; call the feature extractor "
                 "with return_tensors='pt' (or use torch.from_numpy)."
             )
+        shape = tuple(input_values.shape)
         if input_values.ndim == 3:
             input_values = input_values.unsqueeze(1)
         if input_values.ndim != 4:
             raise ValueError(
-                f"input_values must be (batch, frames, mel_bins) or (batch, 1, frames, mel_bins), "
-                f"got shape {tuple(input_values.shape)}."
+                f"input_values must be (batch, frames, mel_bins) or (batch, 1, frames, mel_bins), got shape {shape}."
             )
         batch, channels, frames, bins = input_values.shape
         config = self.config
         if batch == 0:
-            raise ValueError(f"input_values is an empty batch (shape {tuple(input_values.shape)}).")
+            raise ValueError(f"input_values is an empty batch (shape {shape}).")
         if channels != config.num_channels or bins != config.num_mel_bins:
             raise ValueError(
                 f"input_values has {channels} channel(s) and {bins} mel bins; the model expects "
@@ -428,7 +458,7 @@ class SSLAMModel(SSLAMPreTrainedModel):
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         patch_embeddings: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SSLAMModelOutput:
         r"""
         input_values (`(B, T, 128)` or `(B, 1, T, 128)`): normalised log-mel frames from [`SSLAMFeatureExtractor`].
@@ -570,7 +600,7 @@ class SSLAMForAudioClassification(SSLAMPreTrainedModel):
         input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
         r"""
         labels (`(B,)` class indices, `(B, num_labels)` multi-hot or soft targets, *optional*): targets for the loss.

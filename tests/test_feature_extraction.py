@@ -149,16 +149,21 @@ def test_torch_backend_matches_torchaudio(fixtures_dir):
 
 
 def test_padding_is_applied_before_normalisation(fixtures_dir):
-    waveform, rate = read_fixture_clip(fixtures_dir, "a")
+    """Padded rows are `padding_value` normalised, in the extractor and in every fixture clip that is padded (whichever
+    clips of a fixture set are shorter than their fixture length); a clip shorter than the default length is always
+    checked on the extractor side."""
     extractor = SSLAMFeatureExtractor()
-    expected = expected_fbank(fixtures_dir, "a")
-
-    features = extractor(waveform, sampling_rate=rate, return_attention_mask=True)
-    real_frames = features["attention_mask"][0].sum()
-
-    assert real_frames < expected.shape[0]
-    np.testing.assert_allclose(features["input_values"][0, real_frames:], padded_frame_value(extractor), rtol=1e-6)
-    np.testing.assert_allclose(expected[real_frames:], padded_frame_value(extractor), rtol=1e-6)
+    for name in ("a", "b", "ref"):
+        waveform, rate = read_fixture_clip(fixtures_dir, name)
+        expected = expected_fbank(fixtures_dir, name)
+        features = extractor(waveform, sampling_rate=rate, resample=True, max_length=expected.shape[0],
+                             return_attention_mask=True)  # fmt: skip
+        real_frames = features["attention_mask"][0].sum()
+        assert real_frames == min(num_frames(extractor, round(len(waveform) * SAMPLING_RATE / rate)), len(expected))
+        np.testing.assert_allclose(expected[real_frames:], padded_frame_value(extractor), rtol=1e-6)
+        np.testing.assert_allclose(features["input_values"][0, real_frames:], padded_frame_value(extractor), rtol=1e-6)
+    short = extractor(noise(16000), sampling_rate=SAMPLING_RATE)["input_values"][0]
+    np.testing.assert_allclose(short[num_frames(extractor, 16000) :], padded_frame_value(extractor), rtol=1e-6)
 
 
 # --- batching, masks, layouts ----------------------------------------------------------------------------------
@@ -183,13 +188,13 @@ def test_batch_equals_single_calls(backend, target_length):
         assert batch.shape[1] == target_length
 
 
-def test_chunked_torch_batches_match_one_call(monkeypatch):
-    clips = [noise(16000, seed) for seed in range(5)] + [noise(12000, 5)]
+def test_chunks_of_frames_match_one_call(monkeypatch):
+    clips = [noise(16000, seed) for seed in range(3)] + [noise(12000, 5)]
     extractor = SSLAMFeatureExtractor(fbank_backend="torch")
+    monkeypatch.setattr(feature_extraction_sslam, "FRAMES_PER_CHUNK", 10_000)
     one_call = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
 
-    frames_per_clip = num_frames(extractor, 16000)
-    monkeypatch.setattr(feature_extraction_sslam, "MAX_FRAMES_PER_CALL", 2 * frames_per_clip)
+    monkeypatch.setattr(feature_extraction_sslam, "FRAMES_PER_CHUNK", 37)  # chunks that end inside a patch
     chunked = extractor(clips, sampling_rate=SAMPLING_RATE)["input_values"]
 
     np.testing.assert_allclose(chunked, one_call, rtol=0, atol=1e-6)
@@ -397,7 +402,7 @@ _STEREO = np.stack([_CLIP, _CLIP])
         (np.zeros(0, np.float32), {}, "empty"),
         ([], {}, "empty"),
         ([_CLIP, np.zeros(0, np.float32)], {}, "Clip 1 is empty"),
-        (_CLIP[:2799], {"target_length": None}, r"too short: 2799 samples.*at least 2800 samples.*one patch"),
+        (_CLIP[:399], {"target_length": None}, r"too short: 399 samples.*at least 400 samples.*one 25 ms frame"),
         (_CLIP[:399], {}, r"too short: 399 samples.*at least 400 samples.*one 25 ms frame"),
         ([_STEREO], {}, r"shape \(2, 16000\).*multi-channel.*average_channels=True"),
         ([_STEREO.T], {}, r"shape \(16000, 2\).*average_channels=True"),
