@@ -54,6 +54,7 @@ FILTERS_PER_BAND = 16
 # (mean removed) reach beyond this is almost surely on another scale (e.g. int16 values stored as floats) and is logged.
 MAX_EXPECTED_PEAK = 2.0
 
+MAX_CHANNEL_LIKE_ROWS = 8  # a 2-D batch with this many rows or fewer could be multi-channel audio (warned about)
 _UNSET = object()  # sentinel: an optional alias argument that was not passed
 
 
@@ -377,11 +378,14 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
         Args:
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]` or a list of those):
                 Float audio in [-1, 1]. A 1-D array or a list of numbers is one clip; a list of arrays is a batch. A
-                2-D array, alone or inside a list, is always one clip: `(samples, 1)` or `(1, samples)` is mono
-                (`soundfile.read(..., always_2d=True)` returns mono that way), any other 2-D shape is multi-channel
-                audio (`(channels, samples)` or `(samples, channels)`, the channels on the shorter axis), averaged
-                with `average_channels=True` and refused otherwise. A batch is passed as a list (`list(array)` for
-                the rows of a 2-D array), so stereo is never read as two clips. Samples beyond
+                2-D array is a batch of equal-length clips, one per row (transformers' convention, as AST reads it),
+                except that `(samples, 1)` and `(1, samples)` are one mono clip (`soundfile.read(...,
+                always_2d=True)` returns mono that way) and that with `average_channels=True` a 2-D array is one
+                multi-channel clip, averaged. A 2-D array of at most 8 rows may be multi-channel audio: it is read as
+                a batch and a warning says so; a `(samples, channels)` array with at most 8 columns is multi-channel
+                audio, refused unless `average_channels=True`. Inside a list, a 2-D element is multi-channel audio (`(channels,
+                samples)` or `(samples, channels)`, the channels on the shorter axis), averaged with
+                `average_channels=True` and refused otherwise. Samples beyond
                 `MAX_EXPECTED_PEAK` (2.0) are logged as a warning (audio on another scale, e.g. int16); samples so
                 large that the filter bank overflows float32 raise.
             sampling_rate (`int`, *optional*):
@@ -438,6 +442,7 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             return_attention_mask = plan.strategy == "longest" or self.return_attention_mask
         needs_resampling = self._check_sampling_rate(sampling_rate, resample)
 
+        raw_speech = _rows_of_a_batch(raw_speech, average_channels)
         names = _clip_names(raw_speech, clip_names)
         clips = self._split_clips(raw_speech, names, average_channels)
         resample_from = sampling_rate if needs_resampling else None
@@ -531,9 +536,9 @@ class SSLAMFeatureExtractor(SequenceFeatureExtractor):
             return _average_channels(audio)
         if audio.ndim == 2:
             raise ValueError(
-                f"{name} has shape {tuple(audio.shape)}: a 2-D array is one multi-channel clip ({min(audio.shape)} "
-                "channels) and SSLAM expects mono. Pass `average_channels=True` to average the channels, or pass a "
-                "batch of clips as a list of 1-D arrays (e.g. `list(array)`)."
+                f"{name} has shape {tuple(audio.shape)}: multi-channel audio ({min(audio.shape)} channels) and SSLAM "
+                "expects mono. Pass `average_channels=True` to average the channels, or pass a batch of clips as a "
+                "list of 1-D arrays (e.g. `list(array)`)."
             )
         raise ValueError(f"{name} has shape {tuple(audio.shape)}; expected 1-D mono audio.")
 
@@ -625,6 +630,22 @@ class PaddingPlan:
     strategy: str
     truncate_to: int | None
     multiple: int
+
+
+def _rows_of_a_batch(raw_speech, average_channels: bool):
+    """A 2-D array that is a batch (transformers' convention) -> the list of its rows; anything else as given. A
+    batch of at most `MAX_CHANNEL_LIKE_ROWS` rows could be multi-channel audio: a warning says how it was read."""
+    if not isinstance(raw_speech, (np.ndarray, torch.Tensor)) or raw_speech.ndim != 2:
+        return raw_speech
+    rows, columns = raw_speech.shape
+    if 1 in raw_speech.shape or average_channels or columns <= MAX_CHANNEL_LIKE_ROWS < rows:
+        return raw_speech  # one clip: mono, to be averaged, or `(samples, channels)` audio (refused unless averaged)
+    if rows <= MAX_CHANNEL_LIKE_ROWS:
+        logger.warning(
+            f"A 2-D array of shape {tuple(raw_speech.shape)} is read as a batch of {rows} clips (one per row, "
+            f"transformers' convention). If it is one {rows}-channel recording, pass `average_channels=True`."
+        )
+    return list(raw_speech)
 
 
 def _clip_names(raw_speech, clip_names: Sequence[str] | None) -> list[str]:
